@@ -1,0 +1,113 @@
+"""Command-line front ends. Only this module prints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_vocab_main", "build_vocab_parser"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_vocab_parser() -> argparse.ArgumentParser:
+    """The parser of ``vwt-build-vocab``."""
+    parser = argparse.ArgumentParser(
+        prog="vwt-build-vocab",
+        description="Learn a bag of visual words (k-means over image patches in a model's normalized pixel "
+        "space) and save it as a vocabulary directory (vocab.safetensors, config.json, README.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="'sample' (real photos shipped with the installed packages, offline), 'imagenet' "
+        "(ILSVRC/imagenet-1k, streamed), a local image folder (recursive), or a datasets hub id",
+    )
+    parser.add_argument("--k", type=_positive_int, required=True, help="number of visual words")
+    parser.add_argument("--split", default="train", help="datasets split to stream")
+    parser.add_argument("--out", default=None, help="output directory (default: vocab-<data>-k<K>-p<P>)")
+    parser.add_argument("--patch-size", type=_positive_int, default=16, help="the model's patch size")
+    parser.add_argument(
+        "--image-processor",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="a model's image processor (hub id or local dir); default: CLIP ViT-B/16's "
+        "(shortest side 224 bicubic, center crop 224, CLIP mean/std)",
+    )
+    parser.add_argument(
+        "--patches-per-image", type=_positive_int, default=None, help="patches sampled per image (default: all)"
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=4096, help="patches per MiniBatchKMeans.partial_fit call"
+    )
+    parser.add_argument("--max-images", type=_positive_int, default=None, help="stop after this many images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of patch sampling and k-means (bit-reproducible)")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload to this hub repo")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
+    return parser
+
+
+def _default_out(data: str, k: int, patch_size: int) -> str:
+    stem = data.rstrip("/").replace("\\", "/").split("/")[-1] or "data"
+    return f"vocab-{stem}-k{k}-p{patch_size}"
+
+
+def build_vocab_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vwt-build-vocab``; returns the exit status (0 ok, 1 failure, 2 usage)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_vocab_parser().parse_args(args_list)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    out = args.out or _default_out(args.data, args.k, args.patch_size)
+    try:
+        from .build import build_vocabulary
+
+        vocab = build_vocabulary(
+            args.data,
+            args.k,
+            split=args.split,
+            patch_size=args.patch_size,
+            image_processor=args.image_processor,
+            patches_per_image=args.patches_per_image,
+            batch_size=args.batch_size,
+            max_images=args.max_images,
+            seed=args.seed,
+            out=out,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            command=shlex.join(["vwt-build-vocab", *args_list]),
+        )
+        if args.push_to_hub:
+            url = vocab.push_to_hub(args.push_to_hub)
+            print(f"pushed to {url}")
+    except KeyboardInterrupt:
+        print("vwt-build-vocab: interrupted; nothing was written", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - one clear line, traceback only with --verbose
+        if args.verbose:
+            raise
+        print(f"vwt-build-vocab: error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    c = vocab.config
+    print(
+        f"wrote {out}: k={c.k}, patch {c.patch_size}, {c.num_patches} patches from {c.num_images} images "
+        f"({c.num_skipped} skipped)"
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(build_vocab_main())

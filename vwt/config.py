@@ -1,0 +1,124 @@
+"""Frozen, typed configs. The same objects are what goes into ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["PreprocessConfig", "VocabularyConfig", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A ``config.json`` that is missing fields, has unknown fields or has values of the wrong type."""
+
+
+def _from_dict(cls: type, data: Any, source: str) -> Any:
+    """Strictly build dataclass ``cls`` from a JSON dict: every field present, none unknown."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = sorted(required - data.keys())
+    unknown = sorted(data.keys() - names)
+    if missing or unknown:
+        raise ConfigError(f"{source}: {cls.__name__} has missing fields {missing} and unknown fields {unknown}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How images were turned into ``pixel_values``: a Hugging Face image processor, recorded exactly."""
+
+    # Hugging Face processor type as saved by the processor, e.g. "CLIPImageProcessor".
+    processor_type: str
+    # The processor's full JSON dict (resize, resample, crop, rescale, normalization, ...).
+    processor: dict[str, Any]
+    # Height and width of the resulting pixel_values.
+    image_size: tuple[int, int]
+    # Per-channel normalization mean and std applied after rescaling to [0, 1].
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        object.__setattr__(self, "image_mean", tuple(float(v) for v in self.image_mean))
+        object.__setattr__(self, "image_std", tuple(float(v) for v in self.image_std))
+        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+            raise ConfigError(f"image_size must be two positive ints, got {self.image_size}")
+        if len(self.image_mean) != len(self.image_std):
+            raise ConfigError("image_mean and image_std must have one value per channel")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> PreprocessConfig:
+        return _from_dict(cls, data, source)
+
+
+@dataclass(frozen=True)
+class VocabularyConfig:
+    """Everything needed to reuse or rebuild a bag of visual words."""
+
+    # Number of visual words (k-means centroids).
+    k: int
+    # Side of the square patches, in pixels of pixel_values.
+    patch_size: int
+    # Image channels; a word has num_channels * patch_size**2 values, channel-major.
+    num_channels: int
+    # The preprocessing the patches were taken in (the model's image processor).
+    preprocess: PreprocessConfig
+    # Where the images came from: a datasets id, a folder, "sample" or "iterable".
+    dataset: str = "iterable"
+    # Dataset split, when the data is a datasets id.
+    split: str | None = None
+    # Images whose patches went into k-means.
+    num_images: int = 0
+    # Patches that went into k-means (after per-image sampling).
+    num_patches: int = 0
+    # Images that could not be read or preprocessed and were skipped.
+    num_skipped: int = 0
+    # Patches sampled per image (None: all of them).
+    patches_per_image: int | None = None
+    # MiniBatchKMeans.partial_fit batch size, in patches.
+    batch_size: int = 4096
+    # Seed of the patch sampling and of k-means: the same seed rebuilds the same words.
+    seed: int = 0
+    # vwt version that built the vocabulary.
+    vwt_version: str = ""
+    # The command that rebuilds this vocabulary.
+    command: str = ""
+    # Free-form notes for the model card.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.preprocess, dict):
+            object.__setattr__(self, "preprocess", PreprocessConfig.from_dict(self.preprocess, "preprocess"))
+        for name in ("k", "patch_size", "num_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if len(self.preprocess.image_mean) != self.num_channels:
+            raise ConfigError(
+                f"preprocess normalizes {len(self.preprocess.image_mean)} channels, num_channels is {self.num_channels}"
+            )
+
+    @property
+    def dim(self) -> int:
+        """Length of one flattened patch and one word: ``num_channels * patch_size ** 2``."""
+        return self.num_channels * self.patch_size**2
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> VocabularyConfig:
+        try:
+            return _from_dict(cls, data, source)
+        except (TypeError, ValueError) as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"{source}: {err}") from err

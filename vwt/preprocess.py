@@ -1,0 +1,143 @@
+"""Images to ``pixel_values`` exactly as a model's Hugging Face image processor makes them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import PreprocessConfig
+
+__all__ = [
+    "default_image_processor",
+    "load_image_processor",
+    "preprocess_config",
+    "image_processor_from_config",
+    "to_rgb_image",
+    "preprocess_images",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def default_image_processor() -> Any:
+    """CLIP ViT-B/16's processor: shortest side to 224 (bicubic), center crop 224, CLIP mean/std."""
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil()
+
+
+def load_image_processor(name_or_path: str | os.PathLike | None = None, **kwargs: Any) -> Any:
+    """A model's image processor from a hub id or local directory (PIL backend); ``None``: the default."""
+    if name_or_path is None:
+        return default_image_processor()
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(str(name_or_path), backend="pil", **kwargs)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: int(v) if hasattr(v, "__int__") else str(v)))
+
+
+def _output_size(proc: dict[str, Any]) -> tuple[int, int]:
+    size = proc.get("crop_size") if proc.get("do_center_crop") else proc.get("size")
+    if not isinstance(size, dict):
+        raise ValueError(f"cannot tell the output image size of image processor {proc.get('image_processor_type')}")
+    if "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    if "shortest_edge" in size and not size.get("longest_edge"):
+        raise ValueError(
+            "the image processor keeps the aspect ratio without cropping: images would not share one size; "
+            "use a processor with a center crop or a fixed height and width"
+        )
+    raise ValueError(f"unsupported image processor size {size}")
+
+
+def preprocess_config(processor: Any) -> PreprocessConfig:
+    """Record an image processor as a :class:`PreprocessConfig`."""
+    proc = _jsonable(processor.to_dict())
+    proc.pop("_processor_class", None)
+    mean = proc.get("image_mean") if proc.get("do_normalize", True) else None
+    std = proc.get("image_std") if proc.get("do_normalize", True) else None
+    if mean is None or std is None:
+        mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    return PreprocessConfig(
+        processor_type=str(proc.get("image_processor_type", type(processor).__name__)),
+        processor=proc,
+        image_size=_output_size(proc),
+        image_mean=tuple(mean),
+        image_std=tuple(std),
+    )
+
+
+def image_processor_from_config(config: PreprocessConfig) -> Any:
+    """Rebuild the recorded image processor (PIL backend), with no files and no network."""
+    import transformers
+
+    name = config.processor_type.removesuffix("Fast")
+    cls = getattr(transformers, name + "Pil", None) or getattr(transformers, name, None)
+    if cls is None:
+        raise ValueError(f"unknown image processor type {config.processor_type!r} in this transformers version")
+    return cls.from_dict(dict(config.processor))
+
+
+def to_rgb_image(image: Any) -> Image.Image:
+    """A PIL image, an ``[H, W]``/``[H, W, C]`` array, or a ``[C, H, W]`` tensor to an 8-bit RGB PIL image.
+
+    Grayscale is replicated, alpha is dropped (as the image processors' ``convert_rgb`` does),
+    palette images are expanded, and 16-bit or float data are scaled to 8 bits first.
+    """
+    if isinstance(image, torch.Tensor):
+        array = image.detach().cpu().numpy()
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+            array = array.transpose(1, 2, 0)
+        image = array
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+            raise ValueError(f"cannot read an image array of shape {array.shape}")
+        if array.dtype == np.uint16:
+            array = (array >> 8).astype(np.uint8)
+        elif np.issubdtype(array.dtype, np.floating):
+            if not np.isfinite(array).all():
+                raise ValueError("image array has NaN or infinite values")
+            scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
+            array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+        elif array.dtype == bool:
+            array = array.astype(np.uint8) * 255
+        elif array.dtype != np.uint8:
+            array = np.clip(array, 0, 255).astype(np.uint8)
+        image = Image.fromarray(array)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+    if image.width == 0 or image.height == 0:
+        raise ValueError("image has zero width or height")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.int64)
+        image = Image.fromarray((np.clip(array, 0, 65535) >> 8).astype(np.uint8))
+    elif image.mode == "F":
+        image = to_rgb_image(np.asarray(image, dtype=np.float32))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def preprocess_images(images: Sequence[Any], processor: Any) -> torch.Tensor:
+    """Run the image processor on a list of images.
+
+    Returns:
+        ``[B, C, H, W]`` float32 pixel values.
+    """
+    if len(images) == 0:
+        raise ValueError("no images to preprocess")
+    rgb = [to_rgb_image(im) for im in images]
+    return processor(images=rgb, return_tensors="pt")["pixel_values"].float()

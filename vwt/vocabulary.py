@@ -1,0 +1,132 @@
+"""A bag of visual words: k centroids of flattened patches, plus how they were made."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ConfigError, VocabularyConfig
+
+__all__ = ["VisualVocabulary", "VocabularyLoadError", "VOCAB_FILE", "CONFIG_FILE"]
+
+logger = logging.getLogger(__name__)
+
+VOCAB_FILE = "vocab.safetensors"
+CONFIG_FILE = "config.json"
+_TENSOR = "centroids"
+
+
+class VocabularyLoadError(ValueError):
+    """A vocabulary file that is missing, unreadable or inconsistent with its config."""
+
+
+def resolve_file(model_id: str, filename: str, **hub_kwargs: Any) -> Path:
+    """A file of a local directory, or of a hub repo (downloaded or from the local HF cache)."""
+    if os.path.isdir(model_id):
+        path = Path(model_id) / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found")
+        return path
+    return Path(hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs))
+
+
+def _check_centroids(centroids: torch.Tensor, config: VocabularyConfig, source: str) -> None:
+    if not isinstance(centroids, torch.Tensor):
+        raise VocabularyLoadError(f"{source}: centroids must be a tensor, got {type(centroids).__name__}")
+    if centroids.dtype != torch.float32:
+        raise VocabularyLoadError(f"{source}: centroids must be float32, got {centroids.dtype}")
+    expected = (config.k, config.dim)
+    if tuple(centroids.shape) != expected:
+        raise VocabularyLoadError(
+            f"{source}: centroids have shape {tuple(centroids.shape)}, the config says {expected} "
+            f"(k={config.k}, {config.num_channels} channels x patch {config.patch_size}^2)"
+        )
+    if not torch.isfinite(centroids).all():
+        raise VocabularyLoadError(f"{source}: centroids contain NaN or infinite values")
+
+
+class VisualVocabulary(
+    ModelHubMixin,
+    library_name="vwt",
+    tags=["vision", "visual-words", "token-reduction"],
+    license="apache-2.0",
+):
+    """Visual words: ``centroids`` ``[k, C * p * p]`` float32 in the model's normalized pixel space.
+
+    Save with ``save_pretrained(dir)`` (``vocab.safetensors``, ``config.json``, ``README.md``),
+    load with ``VisualVocabulary.from_pretrained(dir_or_hub_id)``; loading checks shape, dtype and
+    finiteness against the config and names the offending file on failure.
+    """
+
+    def __init__(self, centroids: torch.Tensor, config: VocabularyConfig) -> None:
+        if isinstance(config, dict):
+            config = VocabularyConfig.from_dict(config)
+        _check_centroids(centroids, config, "VisualVocabulary")
+        self.centroids = centroids
+        self.config = config
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"VisualVocabulary(k={c.k}, patch_size={c.patch_size}, dim={c.dim}, dataset={c.dataset!r})"
+
+    def __len__(self) -> int:
+        return self.config.k
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        save_file({_TENSOR: self.centroids.contiguous()}, str(save_directory / VOCAB_FILE), metadata={"format": "pt"})
+        text = json.dumps(self.config.to_dict(), indent=2, sort_keys=True)
+        (save_directory / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        from .card import vocabulary_card
+
+        return vocabulary_card(self.config, self._hub_mixin_info.model_card_data, **kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        **model_kwargs: Any,
+    ) -> VisualVocabulary:
+        model_kwargs.pop("config", None)  # parsed strictly below, from the file itself
+        if model_kwargs:
+            raise TypeError(f"unexpected arguments {sorted(model_kwargs)}")
+        hub = dict(
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        config_path = resolve_file(model_id, CONFIG_FILE, **hub)
+        vocab_path = resolve_file(model_id, VOCAB_FILE, **hub)
+        try:
+            data = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise VocabularyLoadError(f"{config_path}: not a readable JSON file ({err})") from err
+        try:
+            config = VocabularyConfig.from_dict(data, str(config_path))
+        except ConfigError as err:
+            raise VocabularyLoadError(str(err)) from err
+        try:
+            tensors = load_file(str(vocab_path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise VocabularyLoadError(f"{vocab_path}: not a readable safetensors file ({err})") from err
+        if set(tensors) != {_TENSOR}:
+            raise VocabularyLoadError(f"{vocab_path}: expected one tensor {_TENSOR!r}, found {sorted(tensors)}")
+        _check_centroids(tensors[_TENSOR], config, f"{vocab_path} (config {config_path})")
+        return cls(tensors[_TENSOR], config)
