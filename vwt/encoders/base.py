@@ -1,0 +1,105 @@
+"""The adapter interface: the only place that knows a model family's attribute names."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+
+__all__ = ["EncoderAdapter", "register_adapter", "adapter_for", "supported_models"]
+
+_ADAPTERS: list[type[EncoderAdapter]] = []
+
+
+class EncoderAdapter(ABC):
+    """Drives an unmodified Hugging Face vision model's submodules, one family per subclass.
+
+    The generic runner (:func:`vwt.encoders.run.run_encoder`) calls, in order: :meth:`embed`,
+    (merging), :meth:`before_layers`, every module of :attr:`layers` with the 4D attention mask,
+    then :meth:`outputs`. Subclasses only name the submodules.
+    """
+
+    #: Class names of the models this adapter handles.
+    model_classes: ClassVar[tuple[str, ...]] = ()
+    #: Whether the sequence starts with a CLS token that is never merged.
+    has_cls: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @classmethod
+    def handles(cls, model: nn.Module) -> bool:
+        return type(model).__name__ in cls.model_classes
+
+    @property
+    @abstractmethod
+    def vision(self) -> nn.Module:
+        """The vision tower (the module holding embeddings and layers)."""
+
+    @property
+    def vision_config(self) -> PretrainedConfig:
+        """The vision tower's config (hidden size, patch size, image size, attention implementation)."""
+        return self.vision.config
+
+    @property
+    def patch_size(self) -> int:
+        size = self.vision_config.patch_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.vision_config.image_size
+        return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
+
+    @property
+    def num_channels(self) -> int:
+        return int(getattr(self.vision_config, "num_channels", 3))
+
+    #: Whether the model interpolates its position encodings for any image size by itself.
+    interpolates_positions: ClassVar[bool] = False
+
+    @abstractmethod
+    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """Patch embeddings with position encodings added, CLS first: ``[B, has_cls + N, D]``."""
+
+    def before_layers(self, hidden: torch.Tensor) -> torch.Tensor:
+        """What the model applies between embeddings and the first layer (e.g. CLIP's pre-layernorm)."""
+        return hidden
+
+    @property
+    @abstractmethod
+    def layers(self) -> nn.ModuleList:
+        """The transformer layers, each called as ``layer(hidden, attention_mask_4d)``."""
+
+    @abstractmethod
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
+        """The model's usual output object from the last layer's hidden states ``[B, S, D]``.
+
+        ``attention_mask`` is the 2D ``[B, S]`` padding mask (1 real, 0 padding).
+        """
+
+
+def register_adapter(cls: type[EncoderAdapter]) -> type[EncoderAdapter]:
+    """Class decorator adding an adapter to the registry searched by :func:`adapter_for`."""
+    _ADAPTERS.append(cls)
+    return cls
+
+
+def supported_models() -> list[str]:
+    """Names of the supported Hugging Face model classes."""
+    return sorted(name for cls in _ADAPTERS for name in cls.model_classes)
+
+
+def adapter_for(model: nn.Module) -> EncoderAdapter:
+    """The adapter for ``model``; a clear error for an unsupported model class."""
+    if isinstance(model, EncoderAdapter):
+        return model
+    for cls in _ADAPTERS:
+        if cls.handles(model):
+            return cls(model)
+    raise TypeError(
+        f"unsupported model class {type(model).__name__}; supported: {', '.join(supported_models())}"
+    )

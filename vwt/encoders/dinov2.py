@@ -1,0 +1,38 @@
+"""DINOv2: Dinov2Model (position encodings interpolated to any image size by the model itself)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .base import EncoderAdapter, register_adapter
+
+__all__ = ["Dinov2Adapter"]
+
+
+@register_adapter
+class Dinov2Adapter(EncoderAdapter):
+    """``embeddings`` -> ``encoder.layer`` -> ``layernorm``; ``pooler_output`` is the normed CLS."""
+
+    model_classes = ("Dinov2Model",)
+    interpolates_positions = True
+
+    @property
+    def vision(self) -> nn.Module:
+        return self.model
+
+    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        return self.vision.embeddings(pixel_values)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.vision.encoder.layer
+
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
+        sequence = self.vision.layernorm(hidden)
+        return BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=sequence[:, 0])

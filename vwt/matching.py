@@ -1,0 +1,135 @@
+"""Pure tensor functions: match patches to words, group them into tokens, merge, pad.
+
+Token order (deterministic): tokens are numbered by the raster index of their first patch, so an
+image whose patches all stay single keeps the patch order of the unmodified model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "cosine_distance_to_words",
+    "match_words",
+    "group_tokens",
+    "keep_top_variance",
+    "merge_tokens",
+    "token_attention_mask",
+]
+
+
+def cosine_distance_to_words(patches: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest word of every patch by cosine distance ``1 - cos``.
+
+    A patch or word of zero norm has cosine 0 to everything (distance 1).
+
+    Args:
+        patches: ``[B, N, D]``.
+        words: ``[K, D]``.
+
+    Returns:
+        ``(distance, word)``: ``[B, N]`` float distance to the nearest word, ``[B, N]`` int64 its index.
+    """
+    if patches.shape[-1] != words.shape[-1]:
+        raise ValueError(
+            f"patches have {patches.shape[-1]} values but words have {words.shape[-1]}: "
+            "the vocabulary was built for another patch size or channel count"
+        )
+    similarity = F.normalize(patches, dim=-1) @ F.normalize(words, dim=-1).T  # [B, N, K]
+    best, word = similarity.max(dim=-1)
+    return 1.0 - best, word
+
+
+def match_words(patches: torch.Tensor, words: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Word of each patch, or -1 where the nearest word is farther than ``threshold`` (strictly).
+
+    Args:
+        patches: ``[B, N, D]``.
+        words: ``[K, D]``.
+        threshold: cosine distance; a patch with distance ``> threshold`` matches no word.
+
+    Returns:
+        ``[B, N]`` int64 word ids, -1 for unmatched patches.
+    """
+    distance, word = cosine_distance_to_words(patches, words)
+    return torch.where(distance > threshold, torch.full_like(word, -1), word)
+
+
+def group_tokens(word_ids: torch.Tensor, num_words: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patches sharing a word form one token; unmatched patches are tokens of their own.
+
+    Args:
+        word_ids: ``[B, N]`` int64, -1 for unmatched.
+        num_words: K, the vocabulary size.
+
+    Returns:
+        ``(patch_to_token, num_tokens)``: ``[B, N]`` int64 token index of each patch (tokens numbered
+        by their first patch in raster order), ``[B]`` int64 tokens per image.
+    """
+    b, n = word_ids.shape
+    patch = torch.arange(n, device=word_ids.device).expand(b, n)
+    key = torch.where(word_ids >= 0, word_ids, num_words + patch)  # a unique key per unmatched patch
+    first = torch.full((b, num_words + n), n, dtype=torch.long, device=word_ids.device)
+    first = first.scatter_reduce(1, key, patch, reduce="amin")
+    first_of_patch = first.gather(1, key)  # [B, N] raster index of the group's first patch
+    is_first = first_of_patch == patch
+    rank = is_first.long().cumsum(1) - 1
+    return rank.gather(1, first_of_patch), is_first.sum(1)
+
+
+def keep_top_variance(variance: torch.Tensor, keep: int) -> torch.Tensor:
+    """Keep the ``keep`` patches of highest variance, in raster order; drop the others (-1).
+
+    Args:
+        variance: ``[B, N]``.
+        keep: patches kept per image, ``1 <= keep <= N``.
+
+    Returns:
+        ``[B, N]`` int64 ``patch_to_token``.
+    """
+    b, n = variance.shape
+    if not 1 <= keep <= n:
+        raise ValueError(f"keep must be between 1 and {n} patches, got {keep}")
+    kept = torch.zeros(b, n, dtype=torch.bool, device=variance.device)
+    kept.scatter_(1, variance.topk(keep, dim=1, sorted=False).indices, True)
+    rank = kept.long().cumsum(1) - 1
+    return torch.where(kept, rank, torch.full_like(rank, -1))
+
+
+def merge_tokens(embeddings: torch.Tensor, patch_to_token: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Mean of the embeddings of the patches in each token; dropped patches (-1) are ignored.
+
+    Args:
+        embeddings: ``[B, N, D]`` patch embeddings (position encodings already added).
+        patch_to_token: ``[B, N]`` int64, values in ``[-1, num_tokens)``.
+        num_tokens: T, the padded token length.
+
+    Returns:
+        ``[B, T, D]``; rows of padding (no patch) are zeros.
+    """
+    b, n, d = embeddings.shape
+    valid = patch_to_token >= 0
+    # Dropped patches go to an extra slot T that is cut off afterwards.
+    index = torch.where(valid, patch_to_token, torch.full_like(patch_to_token, num_tokens))
+    out = embeddings.new_zeros(b, num_tokens + 1, d)
+    out = out.scatter_reduce(1, index.unsqueeze(-1).expand(b, n, d), embeddings, reduce="mean", include_self=False)
+    return out[:, :num_tokens]
+
+
+def token_attention_mask(num_tokens: torch.Tensor, length: int | None = None, prefix: int = 1) -> torch.Tensor:
+    """Attention mask of ``prefix`` leading tokens (CLS) plus each image's tokens, padded to ``length``.
+
+    Args:
+        num_tokens: ``[B]`` tokens per image.
+        length: T, the padded number of tokens (default: the largest of ``num_tokens``).
+        prefix: always-attended leading tokens.
+
+    Returns:
+        ``[B, prefix + T]`` int64, 1 for real tokens and 0 for padding.
+    """
+    length = int(num_tokens.max()) if length is None else length
+    positions = torch.arange(length, device=num_tokens.device)
+    mask = positions.unsqueeze(0) < num_tokens.unsqueeze(1)
+    ones = torch.ones(num_tokens.shape[0], prefix, dtype=torch.bool, device=num_tokens.device)
+    return torch.cat([ones, mask], dim=1).long()

@@ -1,0 +1,228 @@
+"""Online tokenizers: images in, ``patch_to_token`` out, like a text tokenizer (no model weights needed).
+
+Both return a :class:`transformers.BatchFeature` with
+
+- ``pixel_values`` ``[B, C, H, W]``: the preprocessed images;
+- ``patch_to_token`` ``[B, N]`` int64: the token each patch lands in, -1 if dropped;
+- ``attention_mask`` ``[B, 1 + T]`` int64: CLS plus each image's tokens are 1, padding 0;
+- ``num_tokens`` ``[B]`` int64: tokens per image, CLS excluded;
+- ``word_ids`` ``[B, T]`` int64 (visual words only): the word of each token, -1 for a patch that
+  matched no word and for padding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelHubMixin
+from transformers import BatchFeature
+
+from .config import PreprocessConfig
+from .matching import group_tokens, keep_top_variance, match_words, token_attention_mask
+from .patches import patch_variance, patchify
+from .preprocess import (
+    default_image_processor,
+    image_processor_from_config,
+    preprocess_config,
+    preprocess_images,
+)
+from .vocabulary import VisualVocabulary, resolve_file
+
+__all__ = ["VisualWordTokenizer", "IntraImageTokenizer", "TokenizerConfig", "TOKENIZER_CONFIG_FILE"]
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """The visual-word tokenizer's own settings (the rest is the vocabulary)."""
+
+    # Cosine distance above which (strictly) a patch matches no word and stays a token of its own.
+    threshold: float = 0.1
+
+
+def _same_normalization(a: PreprocessConfig, b: PreprocessConfig) -> bool:
+    close = lambda x, y: len(x) == len(y) and all(math.isclose(u, v, rel_tol=1e-5) for u, v in zip(x, y))  # noqa: E731
+    return close(a.image_mean, b.image_mean) and close(a.image_std, b.image_std)
+
+
+class _PatchTokenizer:
+    """Shared input handling: images or pixel values to checked ``[B, C, H, W]`` and patches."""
+
+    patch_size: int
+    num_channels: int
+    preprocess: PreprocessConfig
+    image_processor: Any
+
+    def _check_processor(self, image_processor: Any | None) -> Any:
+        if image_processor is None:
+            return image_processor_from_config(self.preprocess)
+        given = preprocess_config(image_processor)
+        if not _same_normalization(given, self.preprocess):
+            raise ValueError(
+                f"the image processor normalizes with mean {list(given.image_mean)} / std {list(given.image_std)}, "
+                f"but the patches were taken with mean {list(self.preprocess.image_mean)} / std "
+                f"{list(self.preprocess.image_std)}: use a vocabulary built with this model's processor "
+                "(vwt-build-vocab --image-processor ...)"
+            )
+        return image_processor
+
+    def _pixel_values(self, images: Any, pixel_values: torch.Tensor | None) -> torch.Tensor:
+        if (images is None) == (pixel_values is None):
+            raise ValueError("pass exactly one of images or pixel_values")
+        if pixel_values is None:
+            if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+                images = [images]
+            if len(images) == 0:
+                raise ValueError("empty batch: no images to tokenize")
+            pixel_values = preprocess_images(list(images), self.image_processor)
+        if not isinstance(pixel_values, torch.Tensor):
+            pixel_values = torch.as_tensor(pixel_values)
+        if pixel_values.ndim == 3:
+            pixel_values = pixel_values.unsqueeze(0)
+        if pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
+            raise ValueError(f"pixel_values must be a non-empty [B, C, H, W] batch, got {tuple(pixel_values.shape)}")
+        if pixel_values.shape[1] != self.num_channels:
+            raise ValueError(
+                f"pixel_values have {pixel_values.shape[1]} channels, the tokenizer expects {self.num_channels}"
+            )
+        if not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values contain NaN or infinite values")
+        return pixel_values.float()
+
+    def _batch(self, pixel_values: torch.Tensor, patch_to_token: torch.Tensor, num_tokens: torch.Tensor,
+               return_tensors: str | None, **extra: torch.Tensor) -> BatchFeature:
+        data = {
+            "pixel_values": pixel_values,
+            "patch_to_token": patch_to_token,
+            "attention_mask": token_attention_mask(num_tokens),
+            "num_tokens": num_tokens,
+            **extra,
+        }
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+class VisualWordTokenizer(_PatchTokenizer, ModelHubMixin, library_name="vwt", tags=["vision", "visual-words"]):
+    """Merge patches that match the same visual word into one token.
+
+    Each patch goes to its nearest word by cosine distance; a patch whose distance is ``> threshold``
+    stays a token of its own; patches sharing a word form one token (the encoder averages their
+    embeddings, position encodings included). Load with
+    ``VisualWordTokenizer.from_pretrained(vocab_dir_or_hub_id, threshold=0.1)``.
+
+    Args:
+        vocabulary: the visual words.
+        threshold: cosine-distance threshold; ``-1`` merges nothing, ``2`` merges every patch with its word.
+        image_processor: the model's processor, to preprocess PIL images (default: the one recorded in
+            the vocabulary); its normalization must match the vocabulary's.
+    """
+
+    def __init__(self, vocabulary: VisualVocabulary, threshold: float = 0.1, image_processor: Any | None = None):
+        if not isinstance(vocabulary, VisualVocabulary):
+            raise TypeError(f"vocabulary must be a VisualVocabulary, got {type(vocabulary).__name__}")
+        if not math.isfinite(threshold):
+            raise ValueError(f"threshold must be finite, got {threshold}")
+        self.vocabulary = vocabulary
+        self.config = TokenizerConfig(threshold=float(threshold))
+        self.patch_size = vocabulary.config.patch_size
+        self.num_channels = vocabulary.config.num_channels
+        self.preprocess = vocabulary.config.preprocess
+        self.image_processor = self._check_processor(image_processor)
+
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold
+
+    def __repr__(self) -> str:
+        return f"VisualWordTokenizer(k={self.vocabulary.config.k}, patch_size={self.patch_size}, threshold={self.threshold})"
+
+    def __call__(
+        self, images: Any = None, *, pixel_values: torch.Tensor | None = None, return_tensors: str | None = "pt"
+    ) -> BatchFeature:
+        """Tokenize a batch of images (PIL, arrays) or of preprocessed ``pixel_values`` ``[B, C, H, W]``."""
+        pixel_values = self._pixel_values(images, pixel_values)
+        words = self.vocabulary.centroids.to(pixel_values.device)
+        word_ids = match_words(patchify(pixel_values, self.patch_size), words, self.threshold)  # [B, N]
+        patch_to_token, num_tokens = group_tokens(word_ids, len(words))
+        token_words = torch.full((len(word_ids), int(num_tokens.max())), -1, dtype=torch.long, device=word_ids.device)
+        token_words.scatter_(1, patch_to_token, word_ids)  # all patches of a token share its word
+        return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors, word_ids=token_words)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        self.vocabulary.save_pretrained(save_directory)
+        text = json.dumps(asdict(self.config), indent=2, sort_keys=True)
+        (save_directory / TOKENIZER_CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
+        return self.vocabulary.generate_model_card(*args, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, threshold: float | None = None, image_processor: Any | None = None,
+                         **hub_kwargs: Any) -> VisualWordTokenizer:
+        hub_kwargs.pop("config", None)
+        vocabulary = VisualVocabulary._from_pretrained(model_id=model_id, **hub_kwargs)
+        if threshold is None:
+            threshold = TokenizerConfig.threshold
+            try:
+                path = resolve_file(model_id, TOKENIZER_CONFIG_FILE, **hub_kwargs)
+            except Exception:  # noqa: BLE001 - a plain vocabulary has no tokenizer config: use the default
+                path = None
+            if path is not None:
+                threshold = json.loads(path.read_text(encoding="utf-8"))["threshold"]
+        return cls(vocabulary, threshold=threshold, image_processor=image_processor)
+
+
+class IntraImageTokenizer(_PatchTokenizer):
+    """Keep the most heterogeneous patches of each image (highest pixel variance), drop the rest.
+
+    Args:
+        keep: patches kept per image, an int, or a fraction in ``(0, 1]`` of the patches.
+        patch_size: the model's patch size.
+        image_processor: the model's processor for PIL images (default: CLIP ViT-B/16's).
+        num_channels: image channels.
+    """
+
+    def __init__(self, keep: int | float = 0.5, patch_size: int = 16, image_processor: Any | None = None,
+                 num_channels: int = 3):
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)):
+            raise TypeError(f"keep must be an int or a float, got {type(keep).__name__}")
+        if isinstance(keep, float) and not 0.0 < keep <= 1.0:
+            raise ValueError(f"a fractional keep must be in (0, 1], got {keep}")
+        if isinstance(keep, int) and keep < 1:
+            raise ValueError(f"keep must be at least 1 patch, got {keep}")
+        self.keep = keep
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.image_processor = image_processor if image_processor is not None else default_image_processor()
+        self.preprocess = preprocess_config(self.image_processor)
+
+    def __repr__(self) -> str:
+        return f"IntraImageTokenizer(keep={self.keep}, patch_size={self.patch_size})"
+
+    def num_kept(self, num_patches: int) -> int:
+        """Patches kept out of ``num_patches``."""
+        if isinstance(self.keep, float):
+            return max(1, min(num_patches, round(self.keep * num_patches)))
+        if self.keep > num_patches:
+            raise ValueError(f"keep={self.keep} is more than the {num_patches} patches of an image")
+        return self.keep
+
+    def __call__(
+        self, images: Any = None, *, pixel_values: torch.Tensor | None = None, return_tensors: str | None = "pt"
+    ) -> BatchFeature:
+        """Tokenize a batch of images (PIL, arrays) or of preprocessed ``pixel_values`` ``[B, C, H, W]``."""
+        pixel_values = self._pixel_values(images, pixel_values)
+        variance = patch_variance(patchify(pixel_values, self.patch_size))  # [B, N]
+        keep = self.num_kept(variance.shape[1])
+        patch_to_token = keep_top_variance(variance, keep)
+        num_tokens = torch.full((len(variance),), keep, dtype=torch.long, device=variance.device)
+        return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors)
