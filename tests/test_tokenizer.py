@@ -1,0 +1,104 @@
+import pytest
+import torch
+from transformers import BatchFeature, BitImageProcessorPil
+
+from vwt import VisualVocabulary, VocabularyConfig
+from vwt.preprocess import default_image_processor, preprocess_config
+from vwt.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+
+
+def _tiny_vocab(k=5, patch_size=4, seed=0):
+    torch.manual_seed(seed)
+    config = VocabularyConfig(
+        k=k, patch_size=patch_size, num_channels=3, preprocess=preprocess_config(default_image_processor())
+    )
+    return VisualVocabulary(torch.randn(k, 3 * patch_size**2), config)
+
+
+def test_visual_word_tokenizer_returns_a_batch_feature_with_consistent_fields():
+    tokenizer = VisualWordTokenizer(_tiny_vocab(), threshold=0.9)
+    batch = tokenizer(pixel_values=torch.randn(3, 3, 16, 16))
+    assert isinstance(batch, BatchFeature)
+    b, n = 3, 16
+    assert batch["patch_to_token"].shape == (b, n) and batch["patch_to_token"].dtype == torch.int64
+    t = int(batch["num_tokens"].max())
+    assert batch["attention_mask"].shape == (b, 1 + t)
+    assert batch["word_ids"].shape == (b, t)
+    assert batch["attention_mask"].sum(1).tolist() == (batch["num_tokens"] + 1).tolist()
+    for i in range(b):  # every token of an image has at least one patch; tokens are 0..num_tokens-1
+        assert sorted(set(batch["patch_to_token"][i].tolist())) == list(range(int(batch["num_tokens"][i])))
+
+
+def test_threshold_minus_one_keeps_every_patch_in_raster_order():
+    batch = VisualWordTokenizer(_tiny_vocab(), threshold=-1.0)(pixel_values=torch.randn(2, 3, 16, 16))
+    assert batch["patch_to_token"].tolist() == [list(range(16))] * 2
+    assert (batch["word_ids"] == -1).all()
+
+
+def test_a_large_threshold_merges_all_patches_into_at_most_k_tokens():
+    batch = VisualWordTokenizer(_tiny_vocab(k=5), threshold=2.0)(pixel_values=torch.randn(2, 3, 16, 16))
+    assert (batch["num_tokens"] <= 5).all()
+    assert (batch["word_ids"][batch["attention_mask"][:, 1:] == 1] >= 0).all()
+
+
+def test_tokens_of_a_word_share_the_word_id_reported():
+    vocab = _tiny_vocab(k=3)
+    tokenizer = VisualWordTokenizer(vocab, threshold=0.95)
+    pixels = torch.randn(2, 3, 16, 16)
+    batch = tokenizer(pixel_values=pixels)
+    from vwt.matching import match_words
+    from vwt.patches import patchify
+
+    word_ids = match_words(patchify(pixels, 4), vocab.centroids, 0.95)
+    assert torch.equal(batch["word_ids"].gather(1, batch["patch_to_token"]), word_ids)
+
+
+def test_intra_image_tokenizer_keeps_the_highest_variance_patches():
+    pixels = torch.zeros(1, 3, 8, 8)
+    pixels[0, :, 4:, 4:] = torch.randn(3, 4, 4)  # only the last patch is textured
+    batch = IntraImageTokenizer(keep=1, patch_size=4)(pixel_values=pixels)
+    assert batch["patch_to_token"].tolist() == [[-1, -1, -1, 0]]
+    assert IntraImageTokenizer(keep=0.5, patch_size=4)(pixel_values=pixels)["num_tokens"].tolist() == [2]
+    assert IntraImageTokenizer(keep=1.0, patch_size=4)(pixel_values=pixels)["patch_to_token"].tolist() == [[0, 1, 2, 3]]
+
+
+def test_tokenizers_preprocess_pil_images_with_the_vocabularys_processor(sample_vocab_dir, sample_photos):
+    tokenizer = VisualWordTokenizer.from_pretrained(sample_vocab_dir, threshold=0.2)
+    batch = tokenizer([image for _, image in sample_photos[:2]])
+    assert batch["pixel_values"].shape == (2, 3, 224, 224)
+    assert batch["patch_to_token"].shape == (2, 196)
+    assert (batch["num_tokens"] < 196).all()
+
+
+def test_save_and_load_keep_the_threshold(tmp_path, sample_vocab_dir):
+    tokenizer = VisualWordTokenizer.from_pretrained(sample_vocab_dir, threshold=0.25)
+    tokenizer.save_pretrained(tmp_path / "tok")
+    loaded = VisualWordTokenizer.from_pretrained(tmp_path / "tok")
+    assert loaded.threshold == 0.25
+    assert torch.equal(loaded.vocabulary.centroids, tokenizer.vocabulary.centroids)
+    assert VisualWordTokenizer.from_pretrained(tmp_path / "tok", threshold=0.5).threshold == 0.5
+    assert VisualWordTokenizer.from_pretrained(sample_vocab_dir).threshold == 0.1  # a bare vocabulary: default
+
+
+def test_bad_inputs_are_clear_errors():
+    tokenizer = VisualWordTokenizer(_tiny_vocab(), threshold=0.1)
+    with pytest.raises(ValueError, match="empty batch"):
+        tokenizer([])
+    with pytest.raises(ValueError, match="NaN"):
+        tokenizer(pixel_values=torch.full((1, 3, 16, 16), float("nan")))
+    with pytest.raises(ValueError, match="4 channels"):
+        tokenizer(pixel_values=torch.randn(1, 4, 16, 16))
+    with pytest.raises(ValueError, match="not a multiple of the patch size"):
+        tokenizer(pixel_values=torch.randn(1, 3, 18, 16))
+    with pytest.raises(ValueError, match="exactly one"):
+        tokenizer()
+    with pytest.raises(ValueError, match="fraction"):
+        IntraImageTokenizer(keep=1.5)
+    with pytest.raises(ValueError, match="more than the 16 patches"):
+        IntraImageTokenizer(keep=17, patch_size=4)(pixel_values=torch.randn(1, 3, 16, 16))
+
+
+def test_a_processor_with_another_normalization_is_refused():
+    imagenet = BitImageProcessorPil(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    with pytest.raises(ValueError, match="use a vocabulary built with this model's processor"):
+        VisualWordTokenizer(_tiny_vocab(), image_processor=imagenet)
