@@ -1,6 +1,6 @@
 """One small adapter per model family; importing this package registers them all."""
 
-from . import clip, dinov2, vit  # noqa: F401  (registration)
+from . import blip, clip, dinov2, siglip, vit  # noqa: F401  (registration)
 from .base import EncoderAdapter, adapter_for, register_adapter, supported_models
 from .run import VisualWordModel, check_batch, embed_tokens, encode
 

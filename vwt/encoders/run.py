@@ -123,6 +123,23 @@ class VisualWordModel:
                                           attention_mask=_get(batch, kwargs, "attention_mask"))
         return self.adapter.outputs(hidden, mask, **kwargs)
 
+    @torch.no_grad()
+    def generate(self, batch: Mapping[str, Any] | None = None, *, interpolate_pos_encoding: bool = False,
+                 **kwargs: Any) -> Any:
+        """Generate text from a tokenized batch (e.g. BLIP captions), the image padding mask included.
+
+        Extra keyword arguments go to the family's ``generate`` (``input_ids``, ``max_new_tokens``, ...).
+        """
+        generate = getattr(self.adapter, "generate", None)
+        if generate is None:
+            raise TypeError(f"{type(self.model).__name__} does not generate text (its adapter has no generate)")
+        kwargs = dict(kwargs)
+        hidden, mask = self.hidden_states(batch, interpolate_pos_encoding=interpolate_pos_encoding,
+                                          pixel_values=_get(batch, kwargs, "pixel_values"),
+                                          patch_to_token=_get(batch, kwargs, "patch_to_token"),
+                                          attention_mask=_get(batch, kwargs, "attention_mask"))
+        return generate(hidden, mask, **kwargs)
+
 
 def encode(model: nn.Module, batch: Mapping[str, Any], **kwargs: Any) -> Any:
     """Shorthand for ``VisualWordModel(model)(batch, **kwargs)``."""

@@ -1,0 +1,89 @@
+"""SigLIP: SiglipVisionModel, SiglipModel (image features, zero-shot logits), SiglipForImageClassification.
+
+SigLIP has no CLS token: every token can be merged, and the attention-pooling head sees the padding
+mask (its ``nn.MultiheadAttention`` is called with ``key_padding_mask``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.models.siglip.modeling_siglip import SiglipOutput
+
+from .base import EncoderAdapter, register_adapter
+
+__all__ = ["SiglipAdapter", "attention_pool", "masked_mean"]
+
+
+def attention_pool(head: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """SigLIP's ``SiglipMultiheadAttentionPoolingHead`` driven by hand so that padding is ignored.
+
+    Args:
+        head: the model's pooling head (``probe``, ``attention``, ``layernorm``, ``mlp``).
+        hidden: ``[B, S, D]`` post-layernorm hidden states.
+        attention_mask: ``[B, S]``, 1 real, 0 padding.
+
+    Returns:
+        ``[B, D]``.
+    """
+    probe = head.probe.expand(hidden.shape[0], -1, -1)
+    pooled = head.attention(probe, hidden, hidden, key_padding_mask=attention_mask == 0)[0]  # True = ignore
+    pooled = pooled + head.mlp(head.layernorm(pooled))
+    return pooled[:, 0]
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real tokens: ``[B, S, D]``, ``[B, S]`` -> ``[B, D]``."""
+    weight = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weight).sum(1) / weight.sum(1)
+
+
+@register_adapter
+class SiglipAdapter(EncoderAdapter):
+    """``embeddings`` -> ``encoder.layers`` -> ``post_layernorm`` (-> masked attention-pooling ``head``)."""
+
+    model_classes = ("SiglipVisionModel", "SiglipModel", "SiglipForImageClassification")
+    has_cls = False
+
+    @property
+    def vision(self) -> nn.Module:
+        return self.model if type(self.model).__name__ == "SiglipVisionModel" else self.model.vision_model
+
+    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        return self.vision.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.vision.encoder.layers
+
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, *, input_ids: torch.Tensor | None = None,
+                text_attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
+        name = type(self.model).__name__
+        sequence = self.vision.post_layernorm(hidden)
+        if name == "SiglipForImageClassification":
+            if input_ids is not None:
+                raise TypeError(f"{name} has no text tower: input_ids need a SiglipModel")
+            return ImageClassifierOutput(logits=self.model.classifier(masked_mean(sequence, attention_mask)))
+        pooled = attention_pool(self.vision.head, sequence, attention_mask) if self.vision.use_head else None
+        vision_out = BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=pooled)
+        if input_ids is None:
+            return vision_out
+        if name != "SiglipModel":
+            raise TypeError(f"{name} has no text tower: input_ids need a SiglipModel")
+        text_out = self.model.get_text_features(input_ids=input_ids, attention_mask=text_attention_mask)
+        image_embeds = pooled / pooled.norm(p=2, dim=-1, keepdim=True)
+        text_embeds = text_out.pooler_output / text_out.pooler_output.norm(p=2, dim=-1, keepdim=True)
+        logits_per_text = text_embeds @ image_embeds.T * self.model.logit_scale.exp() + self.model.logit_bias
+        return SiglipOutput(
+            logits_per_image=logits_per_text.T,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            text_model_output=text_out,
+            vision_model_output=vision_out,
+        )
