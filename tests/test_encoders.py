@@ -69,9 +69,9 @@ def _outputs(model, out):
     return {k: out[k] for k in keys if k in out and out[k] is not None}
 
 
-def _call(model, batch, **kwargs):
+def _call(model, batch, batching="pad", **kwargs):
     with torch.no_grad():
-        return VisualWordModel(model)(batch, **kwargs)
+        return VisualWordModel(model, batching=batching)(batch, **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -100,12 +100,13 @@ def test_clip_zero_shot_logits_reproduce_clip_model_forward():
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_in_a_padded_batch_each_image_gets_its_own_result(name, attn):
+@pytest.mark.parametrize("batching", ["pad", "bucket", "pack"])
+def test_in_a_batch_each_image_gets_its_own_result_whatever_the_batching(name, attn, batching):
     model, pixels = _model(name, attn), _pixels()
     tokenizer = VisualWordTokenizer(_vocab(), threshold=0.1)
     batch = tokenizer(pixel_values=pixels)
     assert len(set(batch["num_tokens"].tolist())) > 1, "the test needs images of different token counts"
-    together = _outputs(model, _call(model, batch))
+    together = _outputs(model, _call(model, batch, batching))
     for i in range(len(pixels)):
         alone = _outputs(model, _call(model, tokenizer(pixel_values=pixels[i : i + 1])))
         n = int(batch["num_tokens"][i]) + 1

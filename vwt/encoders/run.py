@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.masking_utils import create_bidirectional_mask
+from transformers.masking_utils import create_bidirectional_mask, packed_sequence_mask_function
 
+from ..batching import BATCHING, pack, plan_buckets, plan_packing, unpack
 from ..matching import merge_tokens
 from .base import EncoderAdapter, adapter_for
 
@@ -53,10 +54,16 @@ def embed_tokens(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_t
     return torch.cat([embeddings[:, :prefix], tokens], dim=1)
 
 
-def _get(batch: Mapping[str, Any] | None, kwargs: dict[str, Any], name: str) -> Any:
-    if name in kwargs:
-        return kwargs.pop(name)
-    return None if batch is None else batch.get(name)
+def _inputs(batch: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """``pixel_values``, ``patch_to_token`` and ``attention_mask`` from keyword arguments or the batch.
+
+    Found keys are popped from ``kwargs``; what is left goes to the family's head.
+    """
+    found = []
+    for name in ("pixel_values", "patch_to_token", "attention_mask"):
+        value = kwargs.pop(name, None)
+        found.append(value if value is not None or batch is None else batch.get(name))
+    return tuple(found)
 
 
 class VisualWordModel:
@@ -69,46 +76,81 @@ class VisualWordModel:
     classification ``logits``, ...). Rows of ``last_hidden_state`` where ``attention_mask`` is 0 are
     padding.
 
+    Args:
+        model: a supported Hugging Face model (see :func:`vwt.encoders.supported_models`).
+        batching: how images of different token counts share a batch: ``"pad"`` (pad to the longest),
+            ``"bucket"`` (groups of similar length run separately) or ``"pack"`` (several images per
+            sequence, block-diagonal attention). All give each image its own result.
+        num_buckets: groups per batch for ``"bucket"``.
+        pack_capacity: tokens per packed sequence for ``"pack"`` (default: the unreduced length).
+
     Example::
 
         batch = tokenizer(images)
-        outputs = VisualWordModel(model)(batch)
+        outputs = VisualWordModel(model, batching="pack")(batch)
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, batching: str = "pad", num_buckets: int = 4,
+                 pack_capacity: int | None = None) -> None:
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
         self.adapter = adapter_for(model)
         self.model = model
+        self.batching = batching
+        self.num_buckets = num_buckets
+        self.pack_capacity = pack_capacity
 
     def __repr__(self) -> str:
-        return f"VisualWordModel({type(self.model).__name__})"
+        return f"VisualWordModel({type(self.model).__name__}, batching={self.batching!r})"
 
-    def hidden_states(self, batch: Mapping[str, Any] | None = None, *, interpolate_pos_encoding: bool = False,
-                      **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last-layer hidden states ``[B, S, D]`` and the 2D padding mask ``[B, S]``."""
-        pixel_values = _get(batch, kwargs, "pixel_values")
-        patch_to_token = _get(batch, kwargs, "patch_to_token")
-        attention_mask = _get(batch, kwargs, "attention_mask")
-        if pixel_values is None:
-            raise ValueError("the batch has no pixel_values")
-        device = next(self.model.parameters()).device
-        pixel_values = pixel_values.to(device)
-        if patch_to_token is None:  # plain pixel values: every patch is a token
-            b, _, h, w = pixel_values.shape
-            p = self.adapter.patch_size
-            patch_to_token = torch.arange((h // p) * (w // p), device=device).expand(b, -1)
-        if attention_mask is None:
-            attention_mask = torch.ones(len(patch_to_token), 1 + int(patch_to_token.max()) + 1, dtype=torch.long)
-        attention_mask = attention_mask.to(device)
-        num_tokens = attention_mask.shape[1] - 1
-        hidden = embed_tokens(self.adapter, pixel_values, patch_to_token.to(device), num_tokens,
-                              interpolate_pos_encoding)
-        mask = attention_mask if self.adapter.has_cls else attention_mask[:, 1:]
-        hidden = self.adapter.before_layers(hidden)
+    def _layers(self, hidden: torch.Tensor, mask: torch.Tensor, num_patches: int) -> torch.Tensor:
+        """The model's layers on ``[B, S, D]`` with padding mask ``[B, S]``, batched as configured."""
+        config = self.adapter.vision_config
+        lengths = mask.sum(1)
+        if self.batching == "pack" and len(hidden) > 1:
+            capacity = self.pack_capacity or int(self.adapter.has_cls) + num_patches
+            plan = plan_packing(lengths, capacity)
+            packed, segment = pack(hidden, lengths, plan)
+            mask_4d = create_bidirectional_mask(config=config, inputs_embeds=packed, attention_mask=None,
+                                                and_mask_function=packed_sequence_mask_function(segment))
+            for layer in self.adapter.layers:
+                packed = layer(packed, mask_4d)
+            return unpack(packed, lengths, plan, hidden.shape[1])
+        if self.batching == "bucket" and len(hidden) > 1:
+            out = torch.zeros_like(hidden)
+            for index in plan_buckets(lengths, self.num_buckets):
+                width = int(lengths[index].max())
+                out[index, :width] = self._padded_layers(hidden[index, :width], mask[index, :width])
+            return out
+        return self._padded_layers(hidden, mask)
+
+    def _padded_layers(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask_4d = create_bidirectional_mask(config=self.adapter.vision_config, inputs_embeds=hidden,
                                             attention_mask=mask)
         for layer in self.adapter.layers:
             hidden = layer(hidden, mask_4d)
-        return hidden, mask
+        return hidden
+
+    def hidden_states(self, batch: Mapping[str, Any] | None = None, *, interpolate_pos_encoding: bool = False,
+                      **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer hidden states ``[B, S, D]`` and the 2D padding mask ``[B, S]``."""
+        pixel_values, patch_to_token, attention_mask = _inputs(batch, kwargs)
+        if pixel_values is None:
+            raise ValueError("the batch has no pixel_values")
+        device = next(self.model.parameters()).device
+        pixel_values = pixel_values.to(device)
+        b, _, h, w = pixel_values.shape
+        p = self.adapter.patch_size
+        num_patches = (h // p) * (w // p)
+        if patch_to_token is None:  # plain pixel values: every patch is a token
+            patch_to_token = torch.arange(num_patches, device=device).expand(b, -1)
+        if attention_mask is None:
+            attention_mask = torch.ones(b, 1 + int(patch_to_token.max()) + 1, dtype=torch.long)
+        attention_mask = attention_mask.to(device)
+        hidden = embed_tokens(self.adapter, pixel_values, patch_to_token.to(device), attention_mask.shape[1] - 1,
+                              interpolate_pos_encoding)
+        mask = attention_mask if self.adapter.has_cls else attention_mask[:, 1:]
+        return self._layers(self.adapter.before_layers(hidden), mask, num_patches), mask
 
     def __call__(self, batch: Mapping[str, Any] | None = None, *, interpolate_pos_encoding: bool = False,
                  **kwargs: Any) -> Any:
@@ -118,9 +160,7 @@ class VisualWordModel:
         """
         kwargs = dict(kwargs)
         hidden, mask = self.hidden_states(batch, interpolate_pos_encoding=interpolate_pos_encoding,
-                                          pixel_values=_get(batch, kwargs, "pixel_values"),
-                                          patch_to_token=_get(batch, kwargs, "patch_to_token"),
-                                          attention_mask=_get(batch, kwargs, "attention_mask"))
+                                          **dict(zip(_INPUTS, _inputs(batch, kwargs))))
         return self.adapter.outputs(hidden, mask, **kwargs)
 
     @torch.no_grad()
@@ -135,10 +175,11 @@ class VisualWordModel:
             raise TypeError(f"{type(self.model).__name__} does not generate text (its adapter has no generate)")
         kwargs = dict(kwargs)
         hidden, mask = self.hidden_states(batch, interpolate_pos_encoding=interpolate_pos_encoding,
-                                          pixel_values=_get(batch, kwargs, "pixel_values"),
-                                          patch_to_token=_get(batch, kwargs, "patch_to_token"),
-                                          attention_mask=_get(batch, kwargs, "attention_mask"))
+                                          **dict(zip(_INPUTS, _inputs(batch, kwargs))))
         return generate(hidden, mask, **kwargs)
+
+
+_INPUTS = ("pixel_values", "patch_to_token", "attention_mask")
 
 
 def encode(model: nn.Module, batch: Mapping[str, Any], **kwargs: Any) -> Any:

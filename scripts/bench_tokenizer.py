@@ -1,0 +1,102 @@
+"""Tokenizer cost and end-to-end speed-up on a ViT-B/16 (CLIP architecture, random weights) on real photos.
+
+    python scripts/bench_tokenizer.py --vocab vocabularies/clip-p16-k1000 --threshold 0.1
+
+Prints (1) tokenization time as a fraction of the ViT-B/16 forward at batch 1 and 32, and (2) for each
+image alone (batch 1, no padding), the latency ratio reduced/base next to the token ratio. Every ratio
+is measured side by side in one run, base and reduced interleaved. Not a test: it prints what it saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from vwt import VisualVocabulary, build_vocabulary
+from vwt.data import sample_images
+from vwt.encoders import VisualWordModel
+from vwt.preprocess import image_processor_from_config, preprocess_images
+from vwt.tokenizer import VisualWordTokenizer
+
+
+def vit_b16() -> CLIPVisionModel:
+    """CLIP ViT-B/16's vision tower architecture (12 layers, 768 wide, 224 px), random weights."""
+    config = CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                              image_size=224, patch_size=16, projection_dim=512, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return CLIPVisionModel(config).eval()
+
+
+def interleaved(fns: dict[str, callable], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved so machine noise hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vocab", default=None, help="vocabulary dir (default: k=1000 built from the sample photos)")
+    parser.add_argument("--threshold", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    photos = [image for _, image in sample_images()]
+    vocab = VisualVocabulary.from_pretrained(args.vocab) if args.vocab else build_vocabulary(photos, 1000, progress=False)
+    tokenizer = VisualWordTokenizer(vocab, threshold=args.threshold)
+    pixels = preprocess_images(photos, image_processor_from_config(vocab.config.preprocess))
+    model = vit_b16()
+    wrapped = VisualWordModel(model)
+    results: dict[str, object] = {"vocab_k": vocab.config.k, "threshold": args.threshold,
+                                  "threads": torch.get_num_threads()}
+    print(f"ViT-B/16 (CLIP architecture), {torch.get_num_threads()} threads, vocabulary k={vocab.config.k}, "
+          f"threshold {args.threshold}")
+
+    with torch.inference_mode():
+        for batch_size in (1, 32):
+            x = pixels[torch.arange(batch_size) % len(pixels)]
+            t = interleaved({"tokenize": lambda: tokenizer(pixel_values=x), "forward": lambda: model(pixel_values=x)},
+                            repeats=args.repeats if batch_size == 1 else max(3, args.repeats // 3))
+            share = t["tokenize"] / t["forward"]
+            results[f"tokenize_over_forward_b{batch_size}"] = share
+            print(f"batch {batch_size:2d}: tokenize {t['tokenize'] * 1e3:7.2f} ms, forward {t['forward'] * 1e3:8.2f} ms, "
+                  f"tokenization = {share:.2%} of the forward")
+
+        print("\nper image, batch 1: tokens (with CLS), latency ratio vs token ratio (goal: latency <= tokens + 0.03)")
+        rows = []
+        for index, x in enumerate(pixels.split(1)):
+            batch = tokenizer(pixel_values=x)
+            t = interleaved({"base": lambda: model(pixel_values=x),
+                             "vwt": lambda: wrapped(tokenizer(pixel_values=x))}, repeats=args.repeats)
+            token_ratio = (int(batch["num_tokens"][0]) + 1) / 197
+            latency_ratio = t["vwt"] / t["base"]
+            rows.append({"image": index, "tokens": int(batch["num_tokens"][0]) + 1, "token_ratio": token_ratio,
+                         "latency_ratio": latency_ratio})
+            print(f"  image {index:2d}: {rows[-1]['tokens']:3d}/197 tokens, token ratio {token_ratio:.3f}, "
+                  f"latency ratio {latency_ratio:.3f} ({latency_ratio - token_ratio:+.3f})")
+        excess = [r["latency_ratio"] - r["token_ratio"] for r in rows]
+        results["per_image"] = rows
+        print(f"latency ratio - token ratio: median {statistics.median(excess):+.3f}, max {max(excess):+.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

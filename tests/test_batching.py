@@ -1,0 +1,35 @@
+import torch
+
+from vwt.batching import pack, plan_buckets, plan_packing, unpack
+
+
+def test_packing_fills_rows_first_fit_decreasing_without_overlap():
+    lengths = torch.tensor([5, 9, 3, 7, 2])
+    plan = plan_packing(lengths, capacity=10)
+    # 9 -> row 0; 7 -> row 1; 5 -> row 2; 3 -> row 1 (7+3); 2 -> row 2 (5+2)
+    assert plan.row.tolist() == [2, 0, 1, 1, 2]
+    assert plan.offset.tolist() == [0, 0, 7, 0, 5]
+    assert plan.num_rows == 3 and plan.row_length == 10
+
+
+def test_the_capacity_grows_to_the_longest_image():
+    plan = plan_packing(torch.tensor([12, 3, 9]), capacity=10)
+    assert plan.row_length == 12
+    assert plan.row.tolist() == [0, 1, 1] and plan.offset.tolist() == [0, 9, 0]
+
+
+def test_pack_then_unpack_is_the_identity_on_real_tokens_and_segments_mark_images():
+    lengths = torch.tensor([3, 1, 4])
+    hidden = torch.randn(3, 4, 2)
+    plan = plan_packing(lengths, capacity=5)
+    packed, segment = pack(hidden, lengths, plan)
+    restored = unpack(packed, lengths, plan, width=4)
+    valid = torch.arange(4) < lengths.unsqueeze(1)
+    torch.testing.assert_close(restored[valid], hidden[valid], rtol=0, atol=0)
+    assert (restored[~valid] == 0).all()
+    assert sorted(segment.flatten().tolist()) == [-1] * (segment.numel() - 8) + [0] * 3 + [1] + [2] * 4
+
+
+def test_buckets_cover_the_batch_longest_first():
+    buckets = plan_buckets(torch.tensor([4, 9, 1, 7, 3]), num_buckets=2)
+    assert [b.tolist() for b in buckets] == [[1, 3, 0], [4, 2]]

@@ -1,0 +1,79 @@
+import pytest
+import torch
+from transformers import ViTConfig, ViTModel
+
+from vwt import methods
+from vwt.baselines.quantize import quantize_int8
+
+
+def _vit(layers=4):
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                       image_size=32, patch_size=8)
+    return ViTModel(config).eval()
+
+
+@pytest.mark.parametrize(
+    "method, expected_lengths",
+    [
+        (methods.load("base"), [17] * 4),
+        (methods.load("intra", keep=0.5), [9] * 4),
+        (methods.load("tome", r=3), [17, 14, 11, 8]),
+        (methods.load("q8"), [17] * 4),
+        (methods.load("dynamicvit", keep_ratio=0.5), [17, 9, 5, 3]),
+    ],
+    ids=lambda v: v.label if isinstance(v, methods.Method) else None,
+)
+def test_every_method_runs_with_one_call_shape_and_reports_tokens_per_layer(method, expected_lengths):
+    model, pixels = _vit(), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        result = method.bind(model)(pixels)
+    assert result.tokens_per_layer == expected_lengths
+    assert result.outputs.last_hidden_state.shape[0] == 2
+    assert result.tokens_per_image.shape == (2,)
+
+
+def test_base_method_is_the_unmodified_model():
+    model, pixels = _vit(), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(methods.load("base").bind(model)(pixels).outputs.pooler_output,
+                                   model(pixel_values=pixels).pooler_output, rtol=0, atol=0)
+
+
+def test_labels_name_the_options():
+    assert methods.load("tome", r=13).label == "tome(r=13)"
+    assert methods.load("vwt", vocab="vocabularies/clip-p16-k100", threshold=0.1).label == \
+        "vwt(vocab=clip-p16-k100, threshold=0.1)"
+
+
+def test_bad_method_names_and_options_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown method 'magic'; choose one of base, vwt"):
+        methods.load("magic")
+    with pytest.raises(ValueError, match="vwt needs vocab="):
+        methods.load("vwt").bind(_vit())
+    with pytest.raises(TypeError, match="unsupported model class Linear"):
+        methods.load("base").bind(torch.nn.Linear(2, 2))
+
+
+def test_q8_leaves_the_original_model_untouched_and_quantizes_every_linear():
+    model = _vit()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    quantized = quantize_int8(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    linears = [m for m in quantized.modules() if isinstance(m, (torch.nn.Linear, DynamicInt8Linear))]
+    assert len(linears) == 6 * 4 + 1  # q, k, v, out, fc1, fc2 per layer + the pooler
+    assert all(isinstance(m, DynamicInt8Linear) for m in linears)
+
+
+def test_q8_output_stays_close_to_fp32_on_a_real_photo_with_the_real_dinov2(dinov2_small, dinov2_small_cache_dir,
+                                                                           sample_photos):
+    from vwt.preprocess import load_image_processor, preprocess_images
+
+    pixels = preprocess_images([sample_photos[0][1], sample_photos[1][1]], load_image_processor(dinov2_small_cache_dir))
+    with torch.no_grad():
+        reference = dinov2_small(pixel_values=pixels).pooler_output
+        quantized = methods.load("q8").bind(dinov2_small)(pixels).outputs.pooler_output
+    cosine = torch.nn.functional.cosine_similarity(quantized, reference)
+    assert (cosine >= 0.99).all(), cosine

@@ -1,0 +1,29 @@
+"""Baselines run on the same unmodified Hugging Face models as the tokenizers."""
+
+from .tome import (
+    ToMe,
+    ToMeConfig,
+    bipartite_soft_matching,
+    merge_source,
+    merge_wavg,
+    proportional_attention,
+    schedule_r,
+    token_counts,
+)
+from .dynamicvit import DynamicViT, DynamicViTConfig, TokenPredictor
+from .dynamicvit_train import train_dynamicvit
+
+__all__ = [
+    "DynamicViT",
+    "DynamicViTConfig",
+    "TokenPredictor",
+    "train_dynamicvit",
+    "ToMe",
+    "ToMeConfig",
+    "bipartite_soft_matching",
+    "merge_source",
+    "merge_wavg",
+    "proportional_attention",
+    "schedule_r",
+    "token_counts",
+]

@@ -1,0 +1,360 @@
+"""Token Merging (ToMe; Bolya et al., ICLR 2023) on an unmodified Hugging Face vision model.
+
+Every layer runs its own submodules, driven from here: pre-attention norm, attention computed from the
+layer's q/k/v projections with proportional attention (``log(size)`` of each key added to the logits),
+output projection and residual; then bipartite soft matching on the attention keys (mean over heads)
+merges ``r`` tokens by size-weighted average; then the MLP half of the layer. Nothing on the model is
+swapped, copied or stored.
+
+Token order after a merge (deterministic): the unmerged tokens of set A (even positions) in their
+previous order, then every token of set B (odd positions) in its previous order. A protected CLS is
+in A and never merged, so it stays first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..encoders.base import EncoderAdapter, adapter_for
+from ..encoders.clip import CLIPAdapter
+from ..encoders.dinov2 import Dinov2Adapter
+from ..encoders.run import check_batch
+from ..encoders.siglip import SiglipAdapter
+from ..encoders.vit import ViTAdapter
+
+__all__ = [
+    "ToMe",
+    "ToMeConfig",
+    "bipartite_soft_matching",
+    "merge_wavg",
+    "merge_source",
+    "proportional_attention",
+    "schedule_r",
+    "token_counts",
+]
+
+Merge = Callable[..., torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------- pure math
+def bipartite_soft_matching(metric: torch.Tensor, r: int, protect_cls: bool = True) -> tuple[Merge, Merge]:
+    """ToMe's matching: alternate tokens into A (even) and B (odd), merge the ``r`` most similar A→B edges.
+
+    Each A token proposes its most cosine-similar B token; the ``r`` A tokens with the strongest
+    proposals are merged into their B token. ``r`` is capped at half the mergeable tokens.
+
+    Args:
+        metric: ``[B, N, C]`` similarity features (ToMe: attention keys averaged over heads).
+        r: tokens to remove (the same for every image).
+        protect_cls: token 0 is a CLS token that is never merged (and stays first).
+
+    Returns:
+        ``(merge, unmerge)``: ``merge(x [B, N, K], mode="mean"|"sum"|"amax") -> [B, N - r, K]`` and
+        ``unmerge(y [B, N - r, K]) -> [B, N, K]`` (every token gets the value of the token it is in).
+    """
+    protected = int(protect_cls)
+    n = metric.shape[1]
+    r = min(r, (n - protected) // 2)
+    if r <= 0:
+        return (lambda x, mode="mean": x), (lambda x: x)
+    with torch.no_grad():
+        metric = F.normalize(metric, dim=-1)
+        scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)  # [B, Na, Nb]
+        if protect_cls:
+            scores[:, 0, :] = -math.inf
+        node_max, node_idx = scores.max(dim=-1)  # [B, Na]
+        edge_idx = node_max.argsort(dim=-1, descending=True, stable=True)[..., None]  # [B, Na, 1]
+        unm_idx = edge_idx[:, r:].sort(dim=1).values  # [B, Na - r, 1], previous order kept
+        src_idx = edge_idx[:, :r]  # [B, r, 1]
+        dst_idx = node_idx[..., None].gather(dim=1, index=src_idx)  # [B, r, 1]
+
+    def merge(x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+        src, dst = x[:, ::2], x[:, 1::2]
+        b, na, c = src.shape
+        unm = src.gather(dim=1, index=unm_idx.expand(b, na - r, c))
+        src = src.gather(dim=1, index=src_idx.expand(b, r, c))
+        dst = dst.scatter_reduce(1, dst_idx.expand(b, r, c), src, reduce=mode)
+        return torch.cat([unm, dst], dim=1)
+
+    def unmerge(y: torch.Tensor) -> torch.Tensor:
+        num_unm = unm_idx.shape[1]
+        unm, dst = y[:, :num_unm], y[:, num_unm:]
+        b, _, c = y.shape
+        out = y.new_zeros(b, n, c)
+        out[:, 1::2] = dst
+        out.scatter_(1, (2 * unm_idx).expand(b, num_unm, c), unm)
+        out.scatter_(1, (2 * src_idx).expand(b, r, c), dst.gather(dim=1, index=dst_idx.expand(b, r, c)))
+        return out
+
+    return merge, unmerge
+
+
+def merge_wavg(merge: Merge, x: torch.Tensor, size: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Size-weighted average merge.
+
+    Args:
+        x: ``[B, N, D]`` tokens; size: ``[B, N, 1]`` patches per token (ones when None).
+
+    Returns:
+        ``(x [B, N', D], size [B, N', 1])`` with ``x' = Σ size·x / Σ size`` over each merged group.
+    """
+    if size is None:
+        size = torch.ones_like(x[..., :1])
+    x = merge(x * size, mode="sum")
+    size = merge(size, mode="sum")
+    return x / size, size
+
+
+def merge_source(merge: Merge, source: torch.Tensor) -> torch.Tensor:
+    """Track which input tokens each token holds: ``source [B, N, S0]`` 0/1 -> ``[B, N', S0]``."""
+    return merge(source, mode="amax")
+
+
+def proportional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, size: torch.Tensor | None,
+                           scale: float, dropout_p: float = 0.0) -> torch.Tensor:
+    """``softmax(q kᵀ · scale + log size_key) v``.
+
+    Args:
+        q, k, v: ``[B, H, N, d]``; size: ``[B, N, 1]`` or None (plain attention).
+
+    Returns:
+        ``[B, H, N, d]``.
+    """
+    bias = None if size is None else size.log().to(q.dtype)[:, None, None, :, 0]  # [B, 1, 1, N]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+
+
+def schedule_r(r: int | Sequence[int], num_layers: int, schedule: str = "constant",
+               inflect: float = -0.5) -> list[int]:
+    """Tokens to merge in each layer, as the ToMe repository's ``parse_r``.
+
+    ``"constant"``: ``r`` every layer. ``"decrease"``: linear from ``int(r·(1 - inflect))`` down to
+    ``2r - int(r·(1 - inflect))`` (about the same total as constant). A list is padded with zeros.
+    """
+    if not isinstance(r, int):
+        if len(r) > num_layers:
+            raise ValueError(f"r lists {len(r)} layers but the model has {num_layers}")
+        return list(r) + [0] * (num_layers - len(r))
+    if schedule == "constant":
+        return [r] * num_layers
+    first = int(r * (1.0 - inflect))
+    step = (2 * r - 2 * first) / (num_layers - 1) if num_layers > 1 else 0.0
+    return [int(first + step * i) for i in range(num_layers)]
+
+
+def token_counts(num_tokens: int, rs: Sequence[int], protect_cls: bool = True) -> list[int]:
+    """Tokens entering each layer plus the final count, with each ``r`` capped at half the mergeable tokens."""
+    counts = [num_tokens]
+    for r in rs:
+        counts.append(counts[-1] - min(r, (counts[-1] - int(protect_cls)) // 2))
+    return counts
+
+
+# ---------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class ToMeConfig:
+    """What ToMe does; the same object serializes with ``dataclasses.asdict``."""
+
+    #: Tokens merged per layer: one int for every layer, or one per layer (missing trailing layers merge 0).
+    r: int | tuple[int, ...]
+    #: "constant" (r every layer) or "decrease" (ToMe's parse_r schedule; needs an int r).
+    schedule: str = "constant"
+    #: Only for schedule="decrease": ToMe's inflection in [-1, 0); -0.5 runs from 1.5·r down to 0.5·r.
+    inflect: float = -0.5
+    #: Add log(size) of each key to the attention logits, so a merged token counts as its patches.
+    proportional_attention: bool = True
+    #: Never merge the CLS token (ignored by models without one).
+    protect_cls: bool = True
+
+    def __post_init__(self) -> None:
+        r = self.r
+        if isinstance(r, Sequence) and not isinstance(r, str):
+            r = tuple(r)
+            object.__setattr__(self, "r", r)
+        values = r if isinstance(r, tuple) else (r,)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise TypeError(f"r must be an int or a sequence of ints, got {self.r!r}")
+        if any(v < 0 for v in values):
+            raise ValueError(f"r must be >= 0 in every layer, got {self.r!r}")
+        if self.schedule not in ("constant", "decrease"):
+            raise ValueError(f"schedule must be 'constant' or 'decrease', got {self.schedule!r}")
+        if self.schedule == "decrease" and isinstance(r, tuple):
+            raise ValueError("schedule='decrease' needs an int r; a per-layer list is its own schedule")
+        if self.schedule == "decrease" and not -1.0 <= self.inflect < 0.0:
+            raise ValueError(f"inflect must be in [-1, 0) for a decreasing schedule, got {self.inflect}")
+
+
+# ---------------------------------------------------------------------------------------- families
+@dataclass(frozen=True)
+class _Family:
+    """Names inside one layer; q/k/v are ``q_proj``/``k_proj``/``v_proj`` and the MLP is ``mlp`` everywhere."""
+
+    norm1: str
+    attention: str
+    out: str
+    norm2: str
+    scaling: str  # attribute of the attention module holding the logit scale
+    attn_dropout: str  # attribute of the attention module holding its dropout probability
+    layer_scale: tuple[str, str] | None = None  # scales of the attention and MLP branches
+    dropout: str | None = None  # module on both residual branches (dropout / drop path)
+
+
+_CLIP_LIKE = _Family("layer_norm1", "self_attn", "out_proj", "layer_norm2", "scale", "dropout")
+_FAMILIES: dict[type[EncoderAdapter], _Family] = {
+    CLIPAdapter: _CLIP_LIKE,
+    SiglipAdapter: _CLIP_LIKE,  # no CLS: every token can be merged
+    ViTAdapter: _Family("layernorm_before", "attention", "o_proj", "layernorm_after", "scaling",
+                        "attention_dropout", dropout="dropout"),
+    Dinov2Adapter: _Family("norm1", "attention", "o_proj", "norm2", "scaling", "attention_dropout",
+                           ("layer_scale1", "layer_scale2"), "drop_path"),
+}
+
+
+class _Block(NamedTuple):
+    """One layer's submodules, resolved once."""
+
+    norm1: nn.Module
+    attn: nn.Module
+    q: nn.Module
+    k: nn.Module
+    v: nn.Module
+    out: nn.Module
+    norm2: nn.Module
+    mlp: nn.Module
+    scale1: nn.Module | None
+    scale2: nn.Module | None
+    dropout: nn.Module | None
+    scaling: float
+    attn_dropout: float
+    head_dim: int
+
+
+def _resolve(layer: nn.Module, family: _Family) -> _Block:
+    try:
+        attn = getattr(layer, family.attention)
+        scales = [getattr(layer, name) for name in family.layer_scale] if family.layer_scale else [None, None]
+        return _Block(getattr(layer, family.norm1), attn, attn.q_proj, attn.k_proj, attn.v_proj,
+                      getattr(attn, family.out), getattr(layer, family.norm2), layer.mlp, *scales,
+                      getattr(layer, family.dropout) if family.dropout else None,
+                      float(getattr(attn, family.scaling)), float(getattr(attn, family.attn_dropout)),
+                      int(attn.head_dim))
+    except AttributeError as error:
+        raise TypeError(f"ToMe cannot drive {type(layer).__name__}: {error} (transformers layout changed?)") from None
+
+
+def tome_layer(block: _Block, x: torch.Tensor, size: torch.Tensor, source: torch.Tensor | None, r: int, *,
+               protect_cls: bool, proportional: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One layer: attention -> merge ``r`` tokens -> MLP. ``x [B, N, D]``, ``size [B, N, 1]``, ``source [B, N, S0]``."""
+    b, n, _ = x.shape
+    h = block.norm1(x)
+    q, k, v = (proj(h).view(b, n, -1, block.head_dim).transpose(1, 2) for proj in (block.q, block.k, block.v))
+    p = block.attn_dropout if block.attn.training else 0.0
+    h = proportional_attention(q, k, v, size if proportional else None, block.scaling, p)
+    h = block.out(h.transpose(1, 2).reshape(b, n, -1))
+    for module in (block.scale1, block.dropout):
+        h = h if module is None else module(h)
+    x = x + h
+    if r > 0:
+        merge, _ = bipartite_soft_matching(k.mean(dim=1), r, protect_cls)
+        source = None if source is None else merge_source(merge, source)
+        x, size = merge_wavg(merge, x, size)
+    h = block.mlp(block.norm2(x))
+    for module in (block.scale2, block.dropout):
+        h = h if module is None else module(h)
+    return x + h, size, source
+
+
+def _family(adapter: EncoderAdapter) -> _Family:
+    for cls in type(adapter).__mro__:
+        if cls in _FAMILIES:
+            return _FAMILIES[cls]
+    supported = ", ".join(sorted(name for cls in _FAMILIES for name in cls.model_classes))
+    raise TypeError(f"ToMe does not support {type(adapter.model).__name__}; supported: {supported}")
+
+
+# ---------------------------------------------------------------------------------------- shell
+class ToMe:
+    """Run a Hugging Face vision model with Token Merging; the model itself is left untouched.
+
+    After a call: ``tokens_per_layer`` (tokens entering each layer plus the final count), ``sizes``
+    ``[B, T]`` (patches, plus CLS, in each final token) and, with ``trace_source=True``, ``source``
+    ``[B, T, N]``: ``source[b, t, n] = 1`` where final token ``t`` holds patch ``n`` (raster order;
+    a protected CLS row is all zero). Rows line up with ``last_hidden_state``.
+
+    Example::
+
+        outputs = ToMe(model, r=13)(pixel_values)
+    """
+
+    def __init__(self, model: nn.Module, r: int | Sequence[int] | None = None, *, config: ToMeConfig | None = None,
+                 trace_source: bool = False, **options: Any) -> None:
+        if (config is None) == (r is None):
+            raise ValueError("give either r (with schedule/inflect/... options) or config=ToMeConfig(...)")
+        if config is not None and options:
+            raise ValueError(f"options {sorted(options)} conflict with config; put them in the ToMeConfig")
+        self.config = config if config is not None else ToMeConfig(r, **options)
+        self.adapter = adapter_for(model)
+        self.model = self.adapter.model
+        family = _family(self.adapter)
+        self._blocks = [_resolve(layer, family) for layer in self.adapter.layers]
+        self.trace_source = trace_source
+        self.r_per_layer = schedule_r(self.config.r, len(self._blocks), self.config.schedule, self.config.inflect)
+        h, w = self.adapter.image_size
+        self._check_total((h // self.adapter.patch_size) * (w // self.adapter.patch_size))
+        self.tokens_per_layer: list[int] | None = None
+        self.sizes: torch.Tensor | None = None
+        self.source: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        return f"ToMe({type(self.model).__name__}, {self.config})"
+
+    @property
+    def protect_cls(self) -> bool:
+        return self.config.protect_cls and self.adapter.has_cls
+
+    def _check_total(self, num_patches: int) -> None:
+        if sum(self.r_per_layer) >= num_patches:
+            raise ValueError(
+                f"r merges {sum(self.r_per_layer)} tokens in total ({self.r_per_layer}) but an image has "
+                f"{num_patches} patches; at most {num_patches - 1} merges leave one patch token"
+            )
+
+    def __call__(self, pixel_values: torch.Tensor | Mapping[str, Any], *, interpolate_pos_encoding: bool = False,
+                 **kwargs: Any) -> Any:
+        """The model's usual output for ``pixel_values [B, C, H, W]`` (or a batch holding them).
+
+        Extra keyword arguments go to the family's head, e.g. ``input_ids`` for CLIP zero-shot logits.
+        """
+        if isinstance(pixel_values, Mapping):
+            pixel_values = pixel_values["pixel_values"]
+        device = next(self.model.parameters()).device
+        pixel_values = pixel_values.to(device)
+        b, _, h, w = pixel_values.shape if pixel_values.ndim == 4 else (0, 0, 0, 0)
+        num_patches = (h // self.adapter.patch_size) * (w // self.adapter.patch_size)
+        check_batch(self.adapter, pixel_values, torch.zeros(b, num_patches, dtype=torch.long),
+                    interpolate_pos_encoding)
+        self._check_total(num_patches)
+        x = self.adapter.before_layers(self.adapter.embed(pixel_values, interpolate_pos_encoding))
+        size = x.new_ones(b, x.shape[1], 1)
+        source = None
+        if self.trace_source:
+            source = torch.eye(x.shape[1], device=device, dtype=x.dtype).expand(b, -1, -1)
+        counts = [x.shape[1]]
+        for block, r in zip(self._blocks, self.r_per_layer):
+            merged = counts[-1] < counts[0]  # until the first merge every size is 1: plain attention
+            x, size, source = tome_layer(block, x, size, source, r, protect_cls=self.protect_cls,
+                                         proportional=self.config.proportional_attention and merged)
+            counts.append(x.shape[1])
+        prefix = int(self.adapter.has_cls)
+        self.tokens_per_layer = counts
+        self.sizes = size[..., 0].round().long()
+        self.source = None if source is None else source[..., prefix:].round().to(torch.uint8)
+        mask = torch.ones(b, x.shape[1], dtype=torch.long, device=device)
+        return self.adapter.outputs(x, mask, **kwargs)

@@ -1,0 +1,104 @@
+"""Batching images of different token counts without paying for padding.
+
+With plain padding a batch runs at the length of its longest image. Two alternatives:
+
+- **bucketing**: sort the images by length and run groups of similar length separately;
+- **packing**: put several images into one sequence, each with its own CLS, and keep them apart with
+  a block-diagonal attention mask (a token attends only to tokens of its own image).
+
+Both give every image exactly the result it gets alone (up to float rounding). The plans are
+computed from the ``[B]`` lengths only (a few integers per batch, no tensor work).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["BATCHING", "PackingPlan", "plan_packing", "pack", "unpack", "plan_buckets"]
+
+BATCHING = ("pad", "bucket", "pack")
+
+
+@dataclass(frozen=True)
+class PackingPlan:
+    """Where each image goes: ``row[i]`` and ``offset[i]`` in a ``[num_rows, row_length]`` packed batch."""
+
+    row: torch.Tensor  # [B] int64
+    offset: torch.Tensor  # [B] int64
+    num_rows: int
+    row_length: int
+
+
+def plan_packing(lengths: torch.Tensor, capacity: int | None = None) -> PackingPlan:
+    """First-fit-decreasing bin packing of sequences into rows of ``capacity`` tokens.
+
+    Args:
+        lengths: ``[B]`` real tokens per image (CLS included).
+        capacity: tokens per packed row (default, and at least: the longest image).
+
+    Returns:
+        A :class:`PackingPlan`; ``row_length`` is the longest packed row.
+    """
+    sizes = [int(v) for v in lengths.tolist()]
+    capacity = max(sizes + [capacity or 0])
+    free: list[int] = []  # remaining room of each row
+    row, offset = [0] * len(sizes), [0] * len(sizes)
+    for i in sorted(range(len(sizes)), key=lambda j: -sizes[j]):
+        r = next((r for r, room in enumerate(free) if room >= sizes[i]), len(free))
+        if r == len(free):
+            free.append(capacity)
+        row[i], offset[i] = r, capacity - free[r]
+        free[r] -= sizes[i]
+    used = max(capacity - room for room in free)
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.long, device=lengths.device)  # noqa: E731
+    return PackingPlan(as_tensor(row), as_tensor(offset), len(free), used)
+
+
+def _positions(lengths: torch.Tensor, plan: PackingPlan, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``valid`` ``[B, width]`` and the flat packed position of every (image, token) ``[B, width]``."""
+    token = torch.arange(width, device=lengths.device)
+    valid = token.unsqueeze(0) < lengths.unsqueeze(1)
+    flat = (plan.row * plan.row_length + plan.offset).unsqueeze(1) + token.unsqueeze(0)
+    return valid, flat
+
+
+def pack(hidden: torch.Tensor, lengths: torch.Tensor, plan: PackingPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack padded sequences into rows.
+
+    Args:
+        hidden: ``[B, S, D]`` padded sequences, real tokens first (CLS at 0).
+        lengths: ``[B]`` real tokens per image.
+        plan: from :func:`plan_packing`.
+
+    Returns:
+        ``(packed, segment)``: ``[R, L, D]`` and ``[R, L]`` int64 image index of each position
+        (-1 for padding, which then attends only to padding).
+    """
+    b, s, d = hidden.shape
+    valid, flat = _positions(lengths, plan, s)
+    packed = hidden.new_zeros(plan.num_rows * plan.row_length, d)
+    packed[flat[valid]] = hidden[valid]
+    segment = torch.full((plan.num_rows * plan.row_length,), -1, dtype=torch.long, device=hidden.device)
+    segment[flat[valid]] = torch.arange(b, device=hidden.device).unsqueeze(1).expand(b, s)[valid]
+    return packed.view(plan.num_rows, plan.row_length, d), segment.view(plan.num_rows, plan.row_length)
+
+
+def unpack(packed: torch.Tensor, lengths: torch.Tensor, plan: PackingPlan, width: int) -> torch.Tensor:
+    """Inverse of :func:`pack`: ``[R, L, D]`` back to padded ``[B, width, D]`` (padding rows zero)."""
+    d = packed.shape[-1]
+    valid, flat = _positions(lengths, plan, width)
+    out = packed.new_zeros(len(lengths), width, d)
+    out[valid] = packed.reshape(-1, d)[flat[valid]]
+    return out
+
+
+def plan_buckets(lengths: torch.Tensor, num_buckets: int = 4) -> list[torch.Tensor]:
+    """Split a batch into up to ``num_buckets`` groups of similar length (sorted, equal-sized chunks).
+
+    Returns:
+        Index tensors into the batch, longest images first.
+    """
+    order = torch.argsort(lengths, descending=True, stable=True)
+    return [chunk for chunk in order.chunk(max(1, min(num_buckets, len(order)))) if len(chunk)]

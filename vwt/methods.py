@@ -1,0 +1,213 @@
+"""One call shape for every method: ``load(name, **options).bind(model)(pixel_values)``.
+
+Methods: ``base`` (the unmodified model), ``vwt`` (visual-word tokenizer), ``intra`` (intra-image
+tokenizer), ``tome`` (Token Merging), ``dynamicvit`` (learned pruning) and ``q8`` (8-bit Linear layers).
+A bound method returns a :class:`MethodResult` with the model's usual outputs and the sequence
+length each layer processed, so a benchmark can treat them all alike.
+
+Example::
+
+    runner = vwt.methods.load("tome", r=13).bind(model)
+    result = runner(pixel_values)
+    result.outputs.pooler_output, result.tokens_per_layer
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .batching import plan_buckets, plan_packing
+from .encoders import VisualWordModel, adapter_for
+
+__all__ = ["METHODS", "Method", "MethodResult", "Runner", "load"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MethodResult:
+    """What one batch through a method gives."""
+
+    # The model's usual output object (last_hidden_state, pooler_output, logits, image_embeds, ...).
+    outputs: Any
+    # Sequence length entering each layer, per image: padding included, so this is the compute
+    # (for bucketing and packing, the mean padded length per image).
+    tokens_per_layer: list[float]
+    # [B] real tokens per image entering the first layer (CLS included, padding excluded).
+    tokens_per_image: torch.Tensor
+
+
+@dataclass
+class Runner:
+    """A method bound to a model: call it on ``pixel_values`` ``[B, C, H, W]``."""
+
+    method: Method
+    model: nn.Module
+    run: Callable[[torch.Tensor], MethodResult] = field(repr=False)
+
+    def __call__(self, pixel_values: torch.Tensor) -> MethodResult:
+        return self.run(pixel_values)
+
+
+def _full_length(model: nn.Module, pixel_values: torch.Tensor) -> int:
+    adapter = adapter_for(model)
+    h, w = pixel_values.shape[-2:]
+    return int(adapter.has_cls) + (h // adapter.patch_size) * (w // adapter.patch_size)
+
+
+def _num_layers(model: nn.Module) -> int:
+    return len(adapter_for(model).layers)
+
+
+def _bind_base(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], MethodResult]:
+    if options:
+        raise TypeError(f"base takes no options, got {sorted(options)}")
+
+    # Models whose own forward needs text inputs run their image path through the adapter (exact).
+    needs_text = type(model).__name__ in _NEEDS_TEXT
+    forward = VisualWordModel(model) if needs_text else None
+
+    def run(pixel_values: torch.Tensor) -> MethodResult:
+        length = _full_length(model, pixel_values)
+        outputs = forward({"pixel_values": pixel_values}) if needs_text else model(pixel_values=pixel_values)
+        return MethodResult(outputs, [length] * _num_layers(model),
+                            torch.full((len(pixel_values),), length, dtype=torch.long))
+
+    return run
+
+
+_NEEDS_TEXT = {"CLIPModel", "SiglipModel", "BlipForConditionalGeneration"}
+
+
+def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str) -> Callable[[torch.Tensor], MethodResult]:
+    wrapped = VisualWordModel(model, batching=batching)
+    prefix = int(wrapped.adapter.has_cls)
+
+    def run(pixel_values: torch.Tensor) -> MethodResult:
+        batch = tokenizer(pixel_values=pixel_values)
+        outputs = wrapped(batch)
+        lengths = batch["num_tokens"] + prefix
+        if batching == "pad" or len(lengths) == 1:
+            length = int(lengths.max())
+        elif batching == "pack":  # mean packed length per image
+            plan = plan_packing(lengths, wrapped.pack_capacity or _full_length(model, pixel_values))
+            length = plan.num_rows * plan.row_length / len(lengths)
+        else:
+            length = sum(len(i) * int(lengths[i].max()) for i in plan_buckets(lengths, wrapped.num_buckets)) / len(lengths)
+        return MethodResult(outputs, [length] * _num_layers(model), lengths)
+
+    return run
+
+
+def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float = 0.1,
+              batching: str = "pad") -> Callable[[torch.Tensor], MethodResult]:
+    from .tokenizer import VisualWordTokenizer
+
+    if vocab is None:
+        raise ValueError("vwt needs vocab=<directory or hub id of a vocabulary, or a VisualWordTokenizer>")
+    if isinstance(vocab, VisualWordTokenizer):
+        tokenizer = vocab
+    else:
+        tokenizer = VisualWordTokenizer.from_pretrained(vocab, threshold=threshold)
+    adapter = adapter_for(model)
+    if tokenizer.patch_size != adapter.patch_size:
+        raise ValueError(f"the vocabulary has patch size {tokenizer.patch_size}, the model {adapter.patch_size}")
+    return _bind_tokenizer(model, tokenizer, batching)
+
+
+def _bind_intra(model: nn.Module, keep: int | float = 0.5, batching: str = "pad") -> Callable[[torch.Tensor], MethodResult]:
+    from .tokenizer import IntraImageTokenizer
+
+    adapter = adapter_for(model)
+    tokenizer = IntraImageTokenizer(keep, adapter.patch_size, num_channels=adapter.num_channels)
+    return _bind_tokenizer(model, tokenizer, batching)
+
+
+def _bind_tome(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], MethodResult]:
+    from .baselines.tome import ToMe
+
+    tome = ToMe(model, **options)
+
+    def run(pixel_values: torch.Tensor) -> MethodResult:
+        outputs = tome(pixel_values)
+        length = _full_length(model, pixel_values)
+        return MethodResult(outputs, list(tome.tokens_per_layer[:-1]),
+                            torch.full((len(pixel_values),), length, dtype=torch.long))
+
+    return run
+
+
+def _bind_dynamicvit(model: nn.Module, predictor: Any = None, keep_ratio: float | None = None,
+                     **options: Any) -> Callable[[torch.Tensor], MethodResult]:
+    from .baselines.dynamicvit import DynamicViT, DynamicViTConfig
+
+    if predictor is not None:
+        dvit = DynamicViT.from_pretrained(predictor, model)
+    else:
+        logger.warning("dynamicvit without trained predictor weights: pruning decisions are random")
+        dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=keep_ratio or 0.7, **options))
+
+    def run(pixel_values: torch.Tensor) -> MethodResult:
+        outputs = dvit(pixel_values)
+        length = _full_length(model, pixel_values)
+        return MethodResult(outputs, list(dvit.tokens_per_layer),
+                            torch.full((len(pixel_values),), length, dtype=torch.long))
+
+    return run
+
+
+def _bind_q8(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], MethodResult]:
+    from .baselines.quantize import quantize_int8
+
+    return _bind_base(quantize_int8(model, **options))
+
+
+METHODS: dict[str, Callable[..., Callable[[torch.Tensor], MethodResult]]] = {
+    "base": _bind_base,
+    "vwt": _bind_vwt,
+    "intra": _bind_intra,
+    "tome": _bind_tome,
+    "dynamicvit": _bind_dynamicvit,
+    "q8": _bind_q8,
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method and its options, not yet bound to a model."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A short label for tables and plots, e.g. ``tome(r=13)``."""
+        shown = {k: v for k, v in self.options.items() if isinstance(v, (int, float, str, tuple)) and k != "vocab"}
+        if "vocab" in self.options and isinstance(self.options["vocab"], str):
+            shown = {"vocab": self.options["vocab"].rstrip("/").split("/")[-1], **shown}
+        return self.name + (f"({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
+
+    def bind(self, model: nn.Module) -> Runner:
+        """Prepare the method for ``model`` (quantize, load a predictor, ...) once."""
+        adapter_for(model)  # a clear error for an unsupported model, before any work
+        return Runner(self, model, METHODS[self.name](model, **self.options))
+
+
+def load(name: str, **options: Any) -> Method:
+    """A method by name with its options.
+
+    Args:
+        name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=``, ``batching=``); ``intra``
+            (``keep=``, ``batching=``); ``tome`` (``r=``, ``schedule=``); ``dynamicvit`` (``predictor=``
+            directory, or ``keep_ratio=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
+            ``bucket`` or ``pack`` (see :class:`vwt.encoders.VisualWordModel`).
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return Method(name, dict(options))
