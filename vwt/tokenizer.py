@@ -111,7 +111,13 @@ class _PatchTokenizer:
         return BatchFeature(data=data, tensor_type=return_tensors)
 
 
-class VisualWordTokenizer(_PatchTokenizer, ModelHubMixin, library_name="vwt", tags=["vision", "visual-words"]):
+class VisualWordTokenizer(
+    _PatchTokenizer,
+    ModelHubMixin,
+    library_name="vwt",
+    tags=["vision", "visual-words", "token-reduction"],
+    license="apache-2.0",
+):
     """Merge patches that match the same visual word into one token.
 
     Each patch goes to its nearest word by cosine distance; a patch whose distance is ``> threshold``
@@ -158,12 +164,16 @@ class VisualWordTokenizer(_PatchTokenizer, ModelHubMixin, library_name="vwt", ta
         return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors, word_ids=token_words)
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        self.vocabulary.save_pretrained(save_directory)
+        self.vocabulary._save_pretrained(save_directory)  # the words; the card (README.md) is the tokenizer's
         text = json.dumps(asdict(self.config), indent=2, sort_keys=True)
         (save_directory / TOKENIZER_CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
-        return self.vocabulary.generate_model_card(*args, **kwargs)
+        """The vocabulary's card, plus this tokenizer's threshold (also added to the token-count table)."""
+        from .card import vocabulary_card
+
+        card_data = self._hub_mixin_info.model_card_data
+        return vocabulary_card(self.vocabulary, card_data, threshold=self.threshold, **kwargs)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, threshold: float | None = None, image_processor: Any | None = None,

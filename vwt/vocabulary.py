@@ -81,6 +81,8 @@ class VisualVocabulary(
         return self.config.k
 
     def _save_pretrained(self, save_directory: Path) -> None:
+        # The card is generated (huggingface_hub writes README.md only where none exists): drop a stale one.
+        (save_directory / "README.md").unlink(missing_ok=True)
         save_file({_TENSOR: self.centroids.contiguous()}, str(save_directory / VOCAB_FILE), metadata={"format": "pt"})
         text = json.dumps(self.config.to_dict(), indent=2, sort_keys=True)
         (save_directory / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
@@ -88,7 +90,7 @@ class VisualVocabulary(
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         from .card import vocabulary_card
 
-        return vocabulary_card(self.config, self._hub_mixin_info.model_card_data, **kwargs)
+        return vocabulary_card(self, self._hub_mixin_info.model_card_data, **kwargs)
 
     @classmethod
     def _from_pretrained(

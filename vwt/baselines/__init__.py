@@ -12,6 +12,7 @@ from .tome import (
 )
 from .dynamicvit import DynamicViT, DynamicViTConfig, TokenPredictor
 from .dynamicvit_train import train_dynamicvit
+from .quantize import quantize_int8
 
 __all__ = [
     "DynamicViT",
@@ -23,6 +24,7 @@ __all__ = [
     "bipartite_soft_matching",
     "merge_source",
     "merge_wavg",
+    "quantize_int8",
     "proportional_attention",
     "schedule_r",
     "token_counts",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -71,8 +72,9 @@ class EncoderAdapter(ABC):
 
     @property
     @abstractmethod
-    def layers(self) -> nn.ModuleList:
-        """The transformer layers, each called as ``layer(hidden, attention_mask_4d)``."""
+    def layers(self) -> Sequence[Callable[[torch.Tensor, Any], torch.Tensor]]:
+        """The transformer layers (usually the model's ``nn.ModuleList``), each called as
+        ``layer(hidden, attention_mask_4d) -> hidden``."""
 
     @abstractmethod
     def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:

