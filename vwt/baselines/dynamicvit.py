@@ -25,7 +25,7 @@ from torch import nn
 
 from ..config import ConfigError, _from_dict
 from ..encoders import adapter_for
-from ..encoders.run import check_batch
+from ..encoders.run import check_pixels
 
 __all__ = ["DynamicViT", "DynamicViTConfig", "TokenPredictor", "PredictorStage", "default_prune_layers",
            "keep_counts", "select_tokens"]
@@ -209,12 +209,7 @@ class DynamicViT:
         """Embeddings (positions added, CLS first) after the model's pre-layer step: ``[B, S, D]``."""
         device = next(self.model.parameters()).device
         pixel_values = pixel_values.to(device)
-        if pixel_values.ndim != 4:
-            raise ValueError(f"pixel_values must be [B, C, H, W], got {tuple(pixel_values.shape)}")
-        b, _, h, w = pixel_values.shape
-        p = self.adapter.patch_size
-        patches = torch.arange((h // p) * (w // p), device=device).expand(b, -1)
-        check_batch(self.adapter, pixel_values, patches, interpolate_pos_encoding)
+        check_pixels(self.adapter, pixel_values, interpolate_pos_encoding)
         hidden = self.adapter.embed(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         return self.adapter.before_layers(hidden)
 

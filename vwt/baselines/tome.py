@@ -25,7 +25,7 @@ from torch import nn
 from ..encoders.base import EncoderAdapter, adapter_for
 from ..encoders.clip import CLIPAdapter
 from ..encoders.dinov2 import Dinov2Adapter
-from ..encoders.run import check_batch
+from ..encoders.run import check_pixels
 from ..encoders.siglip import SiglipAdapter
 from ..encoders.vit import ViTAdapter
 
@@ -336,10 +336,8 @@ class ToMe:
             pixel_values = pixel_values["pixel_values"]
         device = next(self.model.parameters()).device
         pixel_values = pixel_values.to(device)
-        b, _, h, w = pixel_values.shape if pixel_values.ndim == 4 else (0, 0, 0, 0)
-        num_patches = (h // self.adapter.patch_size) * (w // self.adapter.patch_size)
-        check_batch(self.adapter, pixel_values, torch.zeros(b, num_patches, dtype=torch.long),
-                    interpolate_pos_encoding)
+        num_patches = check_pixels(self.adapter, pixel_values, interpolate_pos_encoding)
+        b = len(pixel_values)
         self._check_total(num_patches)
         x = self.adapter.before_layers(self.adapter.embed(pixel_values, interpolate_pos_encoding))
         size = x.new_ones(b, x.shape[1], 1)

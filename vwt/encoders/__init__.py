@@ -2,13 +2,14 @@
 
 from . import blip, clip, dinov2, siglip, vit  # noqa: F401  (registration)
 from .base import EncoderAdapter, adapter_for, register_adapter, supported_models
-from .run import VisualWordModel, check_batch, embed_tokens, encode
+from .run import VisualWordModel, check_batch, check_pixels, embed_tokens, encode
 
 __all__ = [
     "EncoderAdapter",
     "VisualWordModel",
     "adapter_for",
     "check_batch",
+    "check_pixels",
     "embed_tokens",
     "encode",
     "register_adapter",

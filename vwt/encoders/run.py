@@ -13,15 +13,14 @@ from ..batching import BATCHING, pack, plan_buckets, plan_packing, unpack
 from ..matching import merge_tokens
 from .base import EncoderAdapter, adapter_for
 
-__all__ = ["VisualWordModel", "encode", "embed_tokens", "check_batch"]
+__all__ = ["VisualWordModel", "encode", "embed_tokens", "check_batch", "check_pixels"]
 
 
-def check_batch(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_token: torch.Tensor,
-                interpolate_pos_encoding: bool = False) -> None:
-    """Raise a clear error where a tokenized batch does not fit the model."""
+def check_pixels(adapter: EncoderAdapter, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> int:
+    """Raise a clear error where images do not fit the model; return their number of patches."""
     if pixel_values.ndim != 4:
         raise ValueError(f"pixel_values must be [B, C, H, W], got {tuple(pixel_values.shape)}")
-    b, c, h, w = pixel_values.shape
+    _, c, h, w = pixel_values.shape
     if c != adapter.num_channels:
         raise ValueError(f"pixel_values have {c} channels, the model expects {adapter.num_channels}")
     p = adapter.patch_size
@@ -32,11 +31,18 @@ def check_batch(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_to
             f"image size {h}x{w} does not match the model's {adapter.image_size[0]}x{adapter.image_size[1]}; "
             "preprocess with the model's image processor or pass interpolate_pos_encoding=True"
         )
-    n = (h // p) * (w // p)
-    if patch_to_token.shape != (b, n):
+    return (h // p) * (w // p)
+
+
+def check_batch(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_token: torch.Tensor,
+                interpolate_pos_encoding: bool = False) -> None:
+    """Raise a clear error where a tokenized batch does not fit the model."""
+    n = check_pixels(adapter, pixel_values, interpolate_pos_encoding)
+    if patch_to_token.shape != (len(pixel_values), n):
         raise ValueError(
             f"patch_to_token has shape {tuple(patch_to_token.shape)} but the model cuts these images into "
-            f"{b} x {n} patches of {p}px: was the tokenizer built for another patch size?"
+            f"{len(pixel_values)} x {n} patches of {adapter.patch_size}px: was the tokenizer built for another "
+            "patch size?"
         )
 
 
