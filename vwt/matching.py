@@ -19,14 +19,18 @@ __all__ = [
 ]
 
 
-def cosine_distance_to_words(patches: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cosine_distance_to_words(patches: torch.Tensor, words: torch.Tensor, *, unit_words: bool = False
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest word of every patch by cosine distance ``1 - cos``.
 
-    A patch or word of zero norm has cosine 0 to everything (distance 1).
+    The patch norm is the same for every word, so the nearest word is the argmax of
+    ``patch @ unit_word``; only that maximum is divided by the patch norm. A patch or word of
+    zero norm has cosine 0 to everything (distance 1).
 
     Args:
         patches: ``[B, N, D]``.
         words: ``[K, D]``.
+        unit_words: the words are already L2-normalized (a tokenizer normalizes them once).
 
     Returns:
         ``(distance, word)``: ``[B, N]`` float distance to the nearest word, ``[B, N]`` int64 its index.
@@ -36,23 +40,26 @@ def cosine_distance_to_words(patches: torch.Tensor, words: torch.Tensor) -> tupl
             f"patches have {patches.shape[-1]} values but words have {words.shape[-1]}: "
             "the vocabulary was built for another patch size or channel count"
         )
-    similarity = F.normalize(patches, dim=-1) @ F.normalize(words, dim=-1).T  # [B, N, K]
-    best, word = similarity.max(dim=-1)
-    return 1.0 - best, word
+    if not unit_words:
+        words = F.normalize(words, dim=-1)
+    best, word = (patches @ words.T).max(dim=-1)  # [B, N, K] -> [B, N]
+    return 1.0 - best / patches.norm(dim=-1).clamp_min(1e-12), word
 
 
-def match_words(patches: torch.Tensor, words: torch.Tensor, threshold: float) -> torch.Tensor:
+def match_words(patches: torch.Tensor, words: torch.Tensor, threshold: float, *, unit_words: bool = False
+                ) -> torch.Tensor:
     """Word of each patch, or -1 where the nearest word is farther than ``threshold`` (strictly).
 
     Args:
         patches: ``[B, N, D]``.
         words: ``[K, D]``.
         threshold: cosine distance; a patch with distance ``> threshold`` matches no word.
+        unit_words: the words are already L2-normalized.
 
     Returns:
         ``[B, N]`` int64 word ids, -1 for unmatched patches.
     """
-    distance, word = cosine_distance_to_words(patches, words)
+    distance, word = cosine_distance_to_words(patches, words, unit_words=unit_words)
     return torch.where(distance > threshold, torch.full_like(word, -1), word)
 
 

@@ -95,7 +95,7 @@ class _PatchTokenizer:
             raise ValueError(
                 f"pixel_values have {pixel_values.shape[1]} channels, the tokenizer expects {self.num_channels}"
             )
-        if not torch.isfinite(pixel_values).all():
+        if not torch.isfinite(pixel_values.sum()):  # one reduction: NaN and inf propagate into the sum
             raise ValueError("pixel_values contain NaN or infinite values")
         return pixel_values.float()
 
@@ -139,6 +139,7 @@ class VisualWordTokenizer(
             raise ValueError(f"threshold must be finite, got {threshold}")
         self.vocabulary = vocabulary
         self.config = TokenizerConfig(threshold=float(threshold))
+        self._unit_words = torch.nn.functional.normalize(vocabulary.centroids, dim=-1)  # normalized once
         self.patch_size = vocabulary.config.patch_size
         self.num_channels = vocabulary.config.num_channels
         self.preprocess = vocabulary.config.preprocess
@@ -156,9 +157,11 @@ class VisualWordTokenizer(
     ) -> BatchFeature:
         """Tokenize a batch of images (PIL, arrays) or of preprocessed ``pixel_values`` ``[B, C, H, W]``."""
         pixel_values = self._pixel_values(images, pixel_values)
-        words = self.vocabulary.centroids.to(pixel_values.device)
-        word_ids = match_words(patchify(pixel_values, self.patch_size), words, self.threshold)  # [B, N]
-        patch_to_token, num_tokens = group_tokens(word_ids, len(words))
+        if self._unit_words.device != pixel_values.device:
+            self._unit_words = self._unit_words.to(pixel_values.device)
+        patches = patchify(pixel_values, self.patch_size)
+        word_ids = match_words(patches, self._unit_words, self.threshold, unit_words=True)  # [B, N]
+        patch_to_token, num_tokens = group_tokens(word_ids, len(self._unit_words))
         token_words = torch.full((len(word_ids), int(num_tokens.max())), -1, dtype=torch.long, device=word_ids.device)
         token_words.scatter_(1, patch_to_token, word_ids)  # all patches of a token share its word
         return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors, word_ids=token_words)
