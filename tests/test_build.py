@@ -85,3 +85,12 @@ def test_bad_arguments_are_clear_errors(photos):
         build_vocabulary(photos, k=0, progress=False)
     with pytest.raises(ValueError, match="not a multiple of the patch size"):
         build_vocabulary(photos, k=4, patch_size=15, progress=False)
+
+
+def test_patches_are_taken_after_the_processors_normalization():
+    black = np.zeros((64, 64, 3), dtype=np.uint8)
+    vocab = build_vocabulary([black], k=1, progress=False)
+    mean = torch.tensor(vocab.config.preprocess.image_mean)
+    std = torch.tensor(vocab.config.preprocess.image_std)
+    expected = (-mean / std).repeat_interleave(16 * 16)  # channel-major: all of channel 0, then 1, then 2
+    torch.testing.assert_close(vocab.centroids[0], expected)

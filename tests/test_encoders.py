@@ -174,3 +174,11 @@ def test_real_dinov2_on_real_photos_uses_fewer_tokens_and_keeps_the_cls_feature(
     cosine = torch.nn.functional.cosine_similarity(reduced, reference)
     # Measured: mean 0.949, min 0.797 at 135 of 256 tokens on average (k=1000, threshold 0.1).
     assert cosine.mean() > 0.9 and cosine.min() > 0.7
+
+
+def test_a_batch_without_attention_mask_gets_it_from_patch_to_token():
+    model, pixels = _model("vit"), _pixels()
+    batch = VisualWordTokenizer(_vocab(), threshold=0.1)(pixel_values=pixels)
+    with_mask = _call(model, batch).pooler_output
+    without = _call(model, {"pixel_values": pixels, "patch_to_token": batch["patch_to_token"]}).pooler_output
+    torch.testing.assert_close(without, with_mask, rtol=0, atol=0)

@@ -260,7 +260,7 @@ def test_a_padded_batch_gives_each_image_its_own_blip_text_logits(blip, padded_b
             torch.testing.assert_close(batched[i], alone[0], **TIGHT)
 
 
-@pytest.mark.xfail(reason="transformers 5.23: BlipTextAttention never passes encoder_attention_mask on to "
+@pytest.mark.xfail(strict=True, reason="transformers 5.23: BlipTextAttention never passes encoder_attention_mask on to "
                           "BlipTextSelfAttention, so BLIP's decoder ignores it (the adapter buckets by length)")
 def test_the_blip_text_decoder_honours_encoder_attention_mask(blip):
     image = torch.randn(1, 6, 32, generator=torch.Generator().manual_seed(6))

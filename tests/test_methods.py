@@ -77,3 +77,15 @@ def test_q8_output_stays_close_to_fp32_on_a_real_photo_with_the_real_dinov2(dino
         quantized = methods.load("q8").bind(dinov2_small)(pixels).outputs.pooler_output
     cosine = torch.nn.functional.cosine_similarity(quantized, reference)
     assert (cosine >= 0.99).all(), cosine
+
+
+def test_vwt_uses_the_threshold_saved_with_a_tokenizer(tmp_path, sample_vocab_dir):
+    from vwt import VisualWordTokenizer
+
+    VisualWordTokenizer.from_pretrained(sample_vocab_dir, threshold=0.5).save_pretrained(tmp_path / "tok")
+    model = ViTModel(ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                               image_size=224, patch_size=16)).eval()
+    pixels = torch.randn(1, 3, 224, 224)
+    saved = methods.load("vwt", vocab=str(tmp_path / "tok")).bind(model)(pixels).tokens_per_image
+    direct = VisualWordTokenizer.from_pretrained(sample_vocab_dir, threshold=0.5)(pixel_values=pixels)["num_tokens"]
+    assert saved.tolist() == (direct + 1).tolist()

@@ -92,6 +92,8 @@ def test_bad_inputs_are_clear_errors():
         tokenizer(pixel_values=torch.randn(1, 3, 18, 16))
     with pytest.raises(ValueError, match="exactly one"):
         tokenizer()
+    with pytest.raises(TypeError, match="pass them as pixel_values="):
+        tokenizer(torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match="fraction"):
         IntraImageTokenizer(keep=1.5)
     with pytest.raises(ValueError, match="more than the 16 patches"):

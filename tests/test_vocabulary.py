@@ -94,3 +94,17 @@ def test_missing_file_is_a_clear_error(tmp_path):
     (path / "vocab.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="vocab.safetensors"):
         VisualVocabulary.from_pretrained(path)
+
+
+def test_config_values_of_the_wrong_type_are_a_clear_error(tmp_path):
+    path = _saved(tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    config["seed"] = "zero"
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(VocabularyLoadError, match=r"config\.json.*wrong type: seed='zero'"):
+        VisualVocabulary.from_pretrained(path)
+
+
+def test_a_mistyped_local_path_is_a_file_not_found_error_not_a_hub_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no directory ./vocabularies/typo"):
+        VisualVocabulary.from_pretrained("./vocabularies/typo")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from pathlib import Path
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,10 +116,17 @@ def iter_patch_batches(
         bar.close()
 
 
+def _is_dataset_id(data: Any) -> bool:
+    """Whether ``data`` names a ``datasets`` hub dataset (not ``sample``, a folder or an iterable)."""
+    if not isinstance(data, (str, os.PathLike)) or str(data) == "sample":
+        return False
+    return not Path(data).expanduser().is_dir()
+
+
 def _new_kmeans(first: np.ndarray, k: int, batch_size: int, seed: int) -> Any:
     """MiniBatchKMeans seeded by k-means++ on the first patches.
 
-    k-means++ runs here in float64 on at most ``3 * k`` patches: scikit-learn's own float32 path
+    k-means++ runs here in float64 on the first ``max(3 * k, batch_size)`` patches at most: scikit-learn's own float32 path
     through ``partial_fit`` is several times slower for k in the thousands.
     """
     from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
@@ -193,6 +202,8 @@ def build_vocabulary(
     buffered = 0
     fitted = False
     records = iter_images(data, split, **(dataset_kwargs or {}))
+    if max_images is not None:  # never read (decode, download) past the images that will be used
+        records = itertools.islice(records, max_images)
     batches = iter_patch_batches(
         records,
         processor,
@@ -231,7 +242,7 @@ def build_vocabulary(
         num_channels=len(pre.image_mean),
         preprocess=pre,
         dataset=describe_source(data),
-        split=split if isinstance(data, (str, os.PathLike)) and str(data) != "sample" and not os.path.isdir(data) else None,
+        split=split if _is_dataset_id(data) else None,
         num_images=stats.num_images,
         num_patches=stats.num_patches,
         num_skipped=stats.num_skipped,

@@ -4,18 +4,41 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PreprocessConfig", "VocabularyConfig", "ConfigError"]
+__all__ = ["PreprocessConfig", "VocabularyConfig", "ConfigError", "dataclass_from_dict"]
 
 
 class ConfigError(ValueError):
     """A ``config.json`` that is missing fields, has unknown fields or has values of the wrong type."""
 
 
-def _from_dict(cls: type, data: Any, source: str) -> Any:
-    """Strictly build dataclass ``cls`` from a JSON dict: every field present, none unknown."""
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's type hint (lists stand for tuples, dicts for nested configs)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
+    if origin is dict or dataclasses.is_dataclass(hint):
+        return isinstance(value, dict) or isinstance(value, hint if dataclasses.is_dataclass(hint) else dict)
+    return isinstance(value, hint)
+
+
+def dataclass_from_dict(cls: type, data: Any, source: str) -> Any:
+    """Strictly build dataclass ``cls`` from a JSON dict: every required field present, none unknown,
+    each value of its field's type; errors name ``source`` (the file)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a JSON object for {cls.__name__}, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -28,7 +51,14 @@ def _from_dict(cls: type, data: Any, source: str) -> Any:
     unknown = sorted(data.keys() - names)
     if missing or unknown:
         raise ConfigError(f"{source}: {cls.__name__} has missing fields {missing} and unknown fields {unknown}")
-    return cls(**data)
+    hints = typing.get_type_hints(cls)
+    wrong = [f"{name}={value!r}" for name, value in data.items() if not _matches(value, hints[name])]
+    if wrong:
+        raise ConfigError(f"{source}: {cls.__name__} fields of the wrong type: {', '.join(wrong)}")
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as err:  # a value check in __post_init__
+        raise ConfigError(f"{source}: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -56,7 +86,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> PreprocessConfig:
-        return _from_dict(cls, data, source)
+        return dataclass_from_dict(cls, data, source)
 
 
 @dataclass(frozen=True)
@@ -97,6 +127,9 @@ class VocabularyConfig:
     def __post_init__(self) -> None:
         if isinstance(self.preprocess, dict):
             object.__setattr__(self, "preprocess", PreprocessConfig.from_dict(self.preprocess, "preprocess"))
+        for name in ("num_images", "num_patches", "num_skipped"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         for name in ("k", "patch_size", "num_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -116,9 +149,4 @@ class VocabularyConfig:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> VocabularyConfig:
-        try:
-            return _from_dict(cls, data, source)
-        except (TypeError, ValueError) as err:
-            if isinstance(err, ConfigError):
-                raise
-            raise ConfigError(f"{source}: {err}") from err
+        return dataclass_from_dict(cls, data, source)

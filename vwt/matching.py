@@ -99,7 +99,8 @@ def keep_top_variance(variance: torch.Tensor, keep: int) -> torch.Tensor:
     if not 1 <= keep <= n:
         raise ValueError(f"keep must be between 1 and {n} patches, got {keep}")
     kept = torch.zeros(b, n, dtype=torch.bool, device=variance.device)
-    kept.scatter_(1, variance.topk(keep, dim=1, sorted=False).indices, True)
+    top = torch.argsort(variance, dim=1, descending=True, stable=True)[:, :keep]  # ties: earlier patch wins
+    kept.scatter_(1, top, True)
     rank = kept.long().cumsum(1) - 1
     return torch.where(kept, rank, torch.full_like(rank, -1))
 

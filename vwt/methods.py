@@ -73,8 +73,11 @@ def _bind_base(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], Met
     needs_text = type(model).__name__ in _NEEDS_TEXT
     forward = VisualWordModel(model) if needs_text else None
 
+    device = next(model.parameters()).device
+
     def run(pixel_values: torch.Tensor) -> MethodResult:
         length = _full_length(model, pixel_values)
+        pixel_values = pixel_values.to(device)
         outputs = forward({"pixel_values": pixel_values}) if needs_text else model(pixel_values=pixel_values)
         return MethodResult(outputs, [length] * _num_layers(model),
                             torch.full((len(pixel_values),), length, dtype=torch.long))
@@ -105,13 +108,15 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str) -> Callable
     return run
 
 
-def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float = 0.1,
+def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None,
               batching: str = "pad") -> Callable[[torch.Tensor], MethodResult]:
     from .tokenizer import VisualWordTokenizer
 
     if vocab is None:
         raise ValueError("vwt needs vocab=<directory or hub id of a vocabulary, or a VisualWordTokenizer>")
     if isinstance(vocab, VisualWordTokenizer):
+        if threshold is not None and threshold != vocab.threshold:
+            raise ValueError(f"threshold={threshold} conflicts with the given tokenizer's {vocab.threshold}")
         tokenizer = vocab
     else:
         tokenizer = VisualWordTokenizer.from_pretrained(vocab, threshold=threshold)
@@ -148,10 +153,12 @@ def _bind_dynamicvit(model: nn.Module, predictor: Any = None, keep_ratio: float 
     from .baselines.dynamicvit import DynamicViT, DynamicViTConfig
 
     if predictor is not None:
+        if keep_ratio is not None or options:
+            raise ValueError("dynamicvit: the predictor directory fixes its config; drop keep_ratio and other options")
         dvit = DynamicViT.from_pretrained(predictor, model)
     else:
         logger.warning("dynamicvit without trained predictor weights: pruning decisions are random")
-        dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=keep_ratio or 0.7, **options))
+        dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=0.7 if keep_ratio is None else keep_ratio, **options))
 
     def run(pixel_values: torch.Tensor) -> MethodResult:
         outputs = dvit(pixel_values)

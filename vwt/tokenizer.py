@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,9 +23,10 @@ from typing import Any
 
 import torch
 from huggingface_hub import ModelHubMixin
+from huggingface_hub.errors import EntryNotFoundError
 from transformers import BatchFeature
 
-from .config import PreprocessConfig
+from .config import PreprocessConfig, dataclass_from_dict
 from .matching import group_tokens, keep_top_variance, match_words, token_attention_mask
 from .patches import patch_variance, patchify
 from .preprocess import (
@@ -33,7 +35,7 @@ from .preprocess import (
     preprocess_config,
     preprocess_images,
 )
-from .vocabulary import VisualVocabulary, resolve_file
+from .vocabulary import VisualVocabulary, check_local_path, resolve_file
 
 __all__ = ["VisualWordTokenizer", "IntraImageTokenizer", "TokenizerConfig", "TOKENIZER_CONFIG_FILE"]
 
@@ -79,6 +81,8 @@ class _PatchTokenizer:
     def _pixel_values(self, images: Any, pixel_values: torch.Tensor | None) -> torch.Tensor:
         if (images is None) == (pixel_values is None):
             raise ValueError("pass exactly one of images or pixel_values")
+        if isinstance(images, torch.Tensor) and (images.ndim == 4 or images.is_floating_point()):
+            raise TypeError("images looks like preprocessed pixel values: pass them as pixel_values=...")
         if pixel_values is None:
             if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
                 images = [images]
@@ -166,6 +170,12 @@ class VisualWordTokenizer(
         token_words.scatter_(1, patch_to_token, word_ids)  # all patches of a token share its word
         return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors, word_ids=token_words)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> VisualWordTokenizer:
+        """Load from a vocabulary or tokenizer directory or hub repo id; ``threshold=`` overrides the saved one."""
+        check_local_path(str(pretrained_model_name_or_path))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     def _save_pretrained(self, save_directory: Path) -> None:
         self.vocabulary._save_pretrained(save_directory)  # the words; the card (README.md) is the tokenizer's
         text = json.dumps(asdict(self.config), indent=2, sort_keys=True)
@@ -187,10 +197,11 @@ class VisualWordTokenizer(
             threshold = TokenizerConfig.threshold
             try:
                 path = resolve_file(model_id, TOKENIZER_CONFIG_FILE, **hub_kwargs)
-            except Exception:  # noqa: BLE001 - a plain vocabulary has no tokenizer config: use the default
+            except (FileNotFoundError, EntryNotFoundError):  # a plain vocabulary: the default threshold
                 path = None
             if path is not None:
-                threshold = json.loads(path.read_text(encoding="utf-8"))["threshold"]
+                data = json.loads(path.read_text(encoding="utf-8"))
+                threshold = dataclass_from_dict(TokenizerConfig, data, str(path)).threshold
         return cls(vocabulary, threshold=threshold, image_processor=image_processor)
 
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ConfigError, VocabularyConfig
 
-__all__ = ["VisualVocabulary", "VocabularyLoadError", "VOCAB_FILE", "CONFIG_FILE"]
+__all__ = ["VisualVocabulary", "VocabularyLoadError", "VOCAB_FILE", "CONFIG_FILE", "check_local_path", "resolve_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,15 @@ class VocabularyLoadError(ValueError):
     """A vocabulary file that is missing, unreadable or inconsistent with its config."""
 
 
+def check_local_path(model_id: str) -> None:
+    """Raise :class:`FileNotFoundError` for an id that is meant as a local path but is no directory
+    (instead of the hub's confusing repo-id validation error)."""
+    if os.path.isdir(model_id):
+        return
+    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1 or os.path.exists(model_id):
+        raise FileNotFoundError(f"no directory {model_id} (and it is not a hub repo id)")
+
+
 def resolve_file(model_id: str, filename: str, **hub_kwargs: Any) -> Path:
     """A file of a local directory, or of a hub repo (downloaded or from the local HF cache)."""
     if os.path.isdir(model_id):
@@ -35,6 +44,7 @@ def resolve_file(model_id: str, filename: str, **hub_kwargs: Any) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found")
         return path
+    check_local_path(model_id)
     return Path(hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs))
 
 
@@ -79,6 +89,12 @@ class VisualVocabulary(
 
     def __len__(self) -> int:
         return self.config.k
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> VisualVocabulary:
+        """Load from a local directory or a hub repo id (``revision``, ``cache_dir``, ``local_files_only``, ...)."""
+        check_local_path(str(pretrained_model_name_or_path))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         # The card is generated (huggingface_hub writes README.md only where none exists): drop a stale one.

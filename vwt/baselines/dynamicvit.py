@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import ConfigError, _from_dict
+from ..config import dataclass_from_dict
 from ..encoders import adapter_for
 from ..encoders.run import check_pixels
 
@@ -107,10 +107,7 @@ class DynamicViTConfig:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> DynamicViTConfig:
-        try:
-            return _from_dict(cls, data, source)
-        except (TypeError, ValueError) as err:
-            raise err if isinstance(err, ConfigError) else ConfigError(f"{source}: {err}") from err
+        return dataclass_from_dict(cls, data, source)
 
 
 def keep_counts(num_patches: int, keep_ratio: float, num_stages: int) -> list[int]:

@@ -18,7 +18,7 @@ _ADAPTERS: list[type[EncoderAdapter]] = []
 class EncoderAdapter(ABC):
     """Drives an unmodified Hugging Face vision model's submodules, one family per subclass.
 
-    The generic runner (:func:`vwt.encoders.run.run_encoder`) calls, in order: :meth:`embed`,
+    The generic runner (:class:`vwt.encoders.VisualWordModel`) calls, in order: :meth:`embed`,
     (merging), :meth:`before_layers`, every module of :attr:`layers` with the 4D attention mask,
     then :meth:`outputs`. Subclasses only name the submodules.
     """

@@ -43,14 +43,16 @@ class CLIPAdapter(EncoderAdapter):
         name = type(self.model).__name__
         if name == "CLIPVisionModel":
             return vision_out
-        image_embeds = self.model.visual_projection(pooled)
+        projected = self.model.visual_projection(pooled)
         if input_ids is None:
-            return CLIPVisionModelOutput(image_embeds=image_embeds, last_hidden_state=hidden)
+            return CLIPVisionModelOutput(image_embeds=projected, last_hidden_state=hidden)
         if name != "CLIPModel":
             raise TypeError(f"{name} has no text tower: input_ids need a CLIPModel")
-        text_out = self.model.get_text_features(input_ids=input_ids, attention_mask=text_attention_mask)
+        text_out = self.model.get_text_features(input_ids=input_ids.to(hidden.device),
+                                                attention_mask=None if text_attention_mask is None
+                                                else text_attention_mask.to(hidden.device))
         text_embeds = text_out.pooler_output
-        image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
+        image_embeds = projected / projected.norm(dim=-1, keepdim=True)
         text_embeds = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
         logits_per_text = text_embeds @ image_embeds.T * self.model.logit_scale.exp()
         return CLIPOutput(
@@ -59,5 +61,6 @@ class CLIPAdapter(EncoderAdapter):
             text_embeds=text_embeds,
             image_embeds=image_embeds,
             text_model_output=text_out,
-            vision_model_output=vision_out,
+            # as CLIPModel.get_image_features: the vision output's pooler_output is the projected CLS
+            vision_model_output=BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=projected),
         )

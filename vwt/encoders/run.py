@@ -10,7 +10,7 @@ from torch import nn
 from transformers.masking_utils import create_bidirectional_mask, packed_sequence_mask_function
 
 from ..batching import BATCHING, pack, plan_buckets, plan_packing, unpack
-from ..matching import merge_tokens
+from ..matching import merge_tokens, token_attention_mask
 from .base import EncoderAdapter, adapter_for
 
 __all__ = ["VisualWordModel", "encode", "embed_tokens", "check_batch", "check_pixels"]
@@ -80,7 +80,7 @@ class VisualWordModel:
     norms run with a padding mask built by ``create_bidirectional_mask``. Returns the model's usual
     output type (``last_hidden_state``/``pooler_output``, CLIP ``image_embeds`` and logits, ViT
     classification ``logits``, ...). Rows of ``last_hidden_state`` where ``attention_mask`` is 0 are
-    padding.
+    padding (for SigLIP, which has no CLS, the rows line up with ``attention_mask[:, 1:]``).
 
     Args:
         model: a supported Hugging Face model (see :func:`vwt.encoders.supported_models`).
@@ -150,8 +150,8 @@ class VisualWordModel:
         num_patches = (h // p) * (w // p)
         if patch_to_token is None:  # plain pixel values: every patch is a token
             patch_to_token = torch.arange(num_patches, device=device).expand(b, -1)
-        if attention_mask is None:
-            attention_mask = torch.ones(b, 1 + int(patch_to_token.max()) + 1, dtype=torch.long)
+        if attention_mask is None:  # derive it: tokens are numbered 0..T_i-1 per image
+            attention_mask = token_attention_mask(patch_to_token.max(dim=1).values + 1)
         attention_mask = attention_mask.to(device)
         hidden = embed_tokens(self.adapter, pixel_values, patch_to_token.to(device), attention_mask.shape[1] - 1,
                               interpolate_pos_encoding)
