@@ -8,10 +8,11 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_vocab_main", "build_vocab_parser"]
+__all__ = ["build_vocab_main", "build_vocab_parser", "positive_int"]
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer."""
     try:
         value = int(text)
     except ValueError:
@@ -35,10 +36,10 @@ def build_vocab_parser() -> argparse.ArgumentParser:
         help="'sample' (real photos shipped with the installed packages, offline), 'imagenet' "
         "(ILSVRC/imagenet-1k, streamed), a local image folder (recursive), or a datasets hub id",
     )
-    parser.add_argument("--k", type=_positive_int, required=True, help="number of visual words")
+    parser.add_argument("--k", type=positive_int, required=True, help="number of visual words")
     parser.add_argument("--split", default="train", help="datasets split to stream")
     parser.add_argument("--out", default=None, help="output directory (default: vocab-<data>-k<K>-p<P>)")
-    parser.add_argument("--patch-size", type=_positive_int, default=16, help="the model's patch size")
+    parser.add_argument("--patch-size", type=positive_int, default=16, help="the model's patch size")
     parser.add_argument(
         "--image-processor",
         default=None,
@@ -47,12 +48,12 @@ def build_vocab_parser() -> argparse.ArgumentParser:
         "(shortest side 224 bicubic, center crop 224, CLIP mean/std)",
     )
     parser.add_argument(
-        "--patches-per-image", type=_positive_int, default=None, help="patches sampled per image (default: all)"
+        "--patches-per-image", type=positive_int, default=None, help="patches sampled per image (default: all)"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=4096, help="patches per MiniBatchKMeans.partial_fit call"
+        "--batch-size", type=positive_int, default=4096, help="patches per MiniBatchKMeans.partial_fit call"
     )
-    parser.add_argument("--max-images", type=_positive_int, default=None, help="stop after this many images")
+    parser.add_argument("--max-images", type=positive_int, default=None, help="stop after this many images")
     parser.add_argument("--seed", type=int, default=0, help="seed of patch sampling and k-means (bit-reproducible)")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload to this hub repo")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")

@@ -1,0 +1,7 @@
+"""``python -m vwt.bench`` = ``vwt-bench``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
