@@ -1,4 +1,4 @@
-"""PNG plots of a results dict. matplotlib is imported here only, and is optional: without it, a warning.
+"""PNG plots of a results dict. matplotlib (the ``bench`` extra) is imported here only; without it, a warning.
 
 - ``tokens_vs_latency.png``: mean tokens per layer vs per-image time at the smallest batch size;
 - ``speedup.png``: speed-up over base at every batch size;
@@ -45,7 +45,7 @@ def write_plots(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logger.warning("matplotlib is not installed: no PNG plots (pip install matplotlib)")
+        logger.warning("matplotlib is not installed: no PNG plots (pip install 'vwt[bench]')")
         return []
     out = Path(out_dir)
     size = results["settings"]["batch_sizes"][0]
