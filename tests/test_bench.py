@@ -17,7 +17,7 @@ from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPToken
 from vwt import methods
 from vwt.bench import count_flops, make_batches, open_energy_meter, parse_method_spec, parse_method_specs, run_benchmark
 from vwt.bench.accuracy import linear_probe, load_labeled_folder, zero_shot_accuracy
-from vwt.bench.cli import main
+from vwt.cli_bench import main
 from vwt.bench.energy import POWERCAP_ROOT, RaplMeter, UnavailableMeter
 from vwt.bench.memory import TensorMemoryTracker
 from vwt.bench.plots import write_plots

@@ -2,7 +2,7 @@
 
 Timing (interleaved medians after warm-up), FLOPs, energy where a counter is readable, peak memory,
 tokens, fidelity to base, and accuracy retention (Fashion-MNIST linear probe, CLIP zero-shot). The
-command line is ``vwt-bench`` (:mod:`vwt.bench.cli`).
+command line is ``vwt-bench`` (:mod:`vwt.cli_bench`).
 
 Example::
 
