@@ -17,21 +17,13 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from vwt import VisualVocabulary, build_vocabulary
+from vwt.bench.models import clip_b16_random
 from vwt.data import sample_images
 from vwt.encoders import VisualWordModel
 from vwt.preprocess import image_processor_from_config, preprocess_images
 from vwt.tokenizer import VisualWordTokenizer
-
-
-def vit_b16() -> CLIPVisionModel:
-    """CLIP ViT-B/16's vision tower architecture (12 layers, 768 wide, 224 px), random weights."""
-    config = CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                              image_size=224, patch_size=16, projection_dim=512, attn_implementation="sdpa")
-    torch.manual_seed(0)
-    return CLIPVisionModel(config).eval()
 
 
 def interleaved(fns: dict[str, callable], repeats: int, warmup: int = 2) -> dict[str, float]:
@@ -62,7 +54,7 @@ def main() -> None:
     vocab = VisualVocabulary.from_pretrained(args.vocab) if args.vocab else build_vocabulary(photos, 1000, progress=False)
     tokenizer = VisualWordTokenizer(vocab, threshold=args.threshold)
     pixels = preprocess_images(photos, image_processor_from_config(vocab.config.preprocess))
-    model = vit_b16()
+    model = clip_b16_random()
     wrapped = VisualWordModel(model)
     results: dict[str, object] = {"vocab_k": vocab.config.k, "threshold": args.threshold,
                                   "threads": torch.get_num_threads()}

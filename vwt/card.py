@@ -79,21 +79,20 @@ def token_count_stats(
     Returns:
         One :class:`TokenCountStats` per threshold, in the given order.
     """
-    from .matching import cosine_distance_to_words
+    from .matching import cosine_distance_to_words, group_tokens
     from .patches import patchify
 
     if pixel_values is None:
         preprocess = json.dumps(vocabulary.config.to_dict()["preprocess"], sort_keys=True)
         pixel_values = _sample_pixel_values(preprocess)
-    # The tokenizer's grouping, counted directly: one match for all thresholds (cheap for any N).
+    # One nearest-word match shared by all thresholds, then the tokenizer's own grouping.
     distance, word = cosine_distance_to_words(patchify(pixel_values.float(), vocabulary.config.patch_size),
                                               vocabulary.centroids)  # [S, N], [S, N]
     num_images, num_patches = distance.shape
     stats = []
     for threshold in thresholds:
-        matched = distance <= threshold  # [S, N]; a patch farther than the threshold stays a token of its own
-        used = torch.zeros(num_images, vocabulary.config.k).scatter_reduce(1, word, matched.float(), reduce="amax")
-        counts = (~matched).sum(1) + (used > 0).sum(1)  # [S]
+        word_ids = torch.where(distance > threshold, torch.full_like(word, -1), word)  # as match_words
+        _, counts = group_tokens(word_ids, vocabulary.config.k)  # [S], the tokenizer's num_tokens
         stats.append(
             TokenCountStats(
                 threshold=float(threshold),
