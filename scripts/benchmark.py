@@ -8,7 +8,7 @@ See ``python scripts/benchmark.py --help`` and :mod:`vwt.bench`.
 
 import sys
 
-from vwt.cli_bench import main
+from vwt.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

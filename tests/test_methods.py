@@ -67,16 +67,23 @@ def test_q8_leaves_the_original_model_untouched_and_quantizes_every_linear():
     assert all(isinstance(m, DynamicInt8Linear) for m in linears)
 
 
-def test_q8_output_stays_close_to_fp32_on_a_real_photo_with_the_real_dinov2(dinov2_small, dinov2_small_cache_dir,
-                                                                           sample_photos):
+# Dynamic int8 rounds activations with whatever kernel the CPU has (fbgemm with or without VNNI, oneDNN),
+# so the error is CPU-dependent: CLS cosine to fp32 was 0.992-0.996 on this machine's Intel CPU and
+# 0.987-0.996 on an AMD EPYC. The bound 0.97 leaves room for other kernels while staying far above the
+# cosine between two different photos' CLS (well below 0.9), which the second assertion checks directly:
+# each quantized image is still nearest to its own fp32 features.
+def test_q8_output_stays_close_to_fp32_on_real_photos_with_the_real_dinov2(dinov2_small, dinov2_small_cache_dir,
+                                                                          sample_photos):
     from vwt.preprocess import load_image_processor, preprocess_images
 
-    pixels = preprocess_images([sample_photos[0][1], sample_photos[1][1]], load_image_processor(dinov2_small_cache_dir))
+    images = [image for _, image in sample_photos[:4]]
+    pixels = preprocess_images(images, load_image_processor(dinov2_small_cache_dir))
     with torch.no_grad():
         reference = dinov2_small(pixel_values=pixels).pooler_output
         quantized = methods.load("q8").bind(dinov2_small)(pixels).outputs.pooler_output
-    cosine = torch.nn.functional.cosine_similarity(quantized, reference)
-    assert (cosine >= 0.99).all(), cosine
+    cosine = torch.nn.functional.cosine_similarity(quantized.unsqueeze(1), reference.unsqueeze(0), dim=-1)  # [4, 4]
+    assert (cosine.diagonal() >= 0.97).all(), cosine
+    assert torch.equal(cosine.argmax(dim=1), torch.arange(len(images))), cosine
 
 
 def test_vwt_uses_the_threshold_saved_with_a_tokenizer(tmp_path, sample_vocab_dir):

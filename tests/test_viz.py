@@ -17,7 +17,8 @@ from vwt.viz import (
     side_by_side,
     source_to_patch_to_token,
 )
-from vwt.cli_viz import CAPTION_HEIGHT, Rendered, compose, load_image, render_intra, render_tome, render_vwt, viz_main
+from vwt.cli.viz import main as viz_main
+from vwt.render import CAPTION_HEIGHT, Rendered, compose, load_image, render_intra, render_tome, render_vwt
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = ROOT / "vocabularies" / "clip-p16-k100"

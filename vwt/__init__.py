@@ -1,29 +1,43 @@
-"""vwt: fewer, better tokens for Vision Transformers at inference, without training."""
+"""vwt: fewer, better tokens for Vision Transformers at inference, without training.
 
-__version__ = "0.1.0"
+The public names below are imported on first use (PEP 562), so ``import vwt`` and every command's
+``--help`` stay fast; ``from vwt import VisualWordTokenizer`` works as usual.
+"""
 
-from . import methods  # noqa: E402
-from .build import build_vocabulary  # noqa: E402
-from .config import PreprocessConfig, VocabularyConfig  # noqa: E402
-from .encoders import VisualWordModel, encode, supported_models  # noqa: E402
-from .patches import patch_variance, patchify  # noqa: E402
-from .tokenizer import IntraImageTokenizer, TokenizerConfig, VisualWordTokenizer  # noqa: E402
-from .vocabulary import VisualVocabulary, VocabularyLoadError  # noqa: E402
+from __future__ import annotations
 
-__all__ = [
-    "__version__",
-    "IntraImageTokenizer",
-    "PreprocessConfig",
-    "TokenizerConfig",
-    "VisualVocabulary",
-    "VisualWordModel",
-    "VisualWordTokenizer",
-    "VocabularyConfig",
-    "VocabularyLoadError",
-    "build_vocabulary",
-    "encode",
-    "methods",
-    "patch_variance",
-    "patchify",
-    "supported_models",
-]
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_attributes
+from .version import __version__
+
+if TYPE_CHECKING:
+    from . import methods
+    from .build import build_vocabulary
+    from .config import PreprocessConfig, VocabularyConfig
+    from .encoders import VisualWordModel, encode, supported_models
+    from .patches import patch_variance, patchify
+    from .tokenizer import IntraImageTokenizer, TokenizerConfig, VisualWordTokenizer
+    from .vocabulary import VisualVocabulary, VocabularyLoadError
+
+_LAZY = {
+    "IntraImageTokenizer": ".tokenizer",
+    "PreprocessConfig": ".config",
+    "TokenizerConfig": ".tokenizer",
+    "VisualVocabulary": ".vocabulary",
+    "VisualWordModel": ".encoders",
+    "VisualWordTokenizer": ".tokenizer",
+    "VocabularyConfig": ".config",
+    "VocabularyLoadError": ".vocabulary",
+    "build_vocabulary": ".build",
+    "encode": ".encoders",
+    "methods": ".methods",
+    "patch_variance": ".patches",
+    "patchify": ".patches",
+    "supported_models": ".encoders",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from .version import __version__
 from .config import VocabularyConfig
 from .data import ImageRecord, describe_source, iter_images
 from .io import atomic_directory

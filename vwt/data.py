@@ -57,29 +57,21 @@ class ImageRecord:
 def sample_images() -> list[tuple[str, Any]]:
     """The embedded default: real photos that ship with installed packages, as ``(name, array)`` pairs.
 
-    scikit-image's photographs, scikit-learn's two sample photos, and matplotlib's
-    ``grace_hopper.jpg`` when matplotlib is installed. No network is used.
+    scikit-image's photographs, scikit-learn's two sample photos and matplotlib's ``grace_hopper.jpg``
+    (18 photos; all three packages are dependencies). No network is used.
     """
+    import matplotlib.cbook
     import skimage.data
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
 
     images = [(f"skimage/{name}", getattr(skimage.data, name)()) for name in SAMPLE_IMAGE_NAMES]
-    try:
-        from sklearn.datasets import load_sample_images
-
-        bunch = load_sample_images()
-        images += [(f"sklearn/{Path(f).name}", im) for f, im in zip(bunch.filenames, bunch.images)]
-    except ImportError:  # pragma: no cover - scikit-learn is a dependency
-        pass
-    try:
-        import matplotlib.cbook
-        from PIL import Image
-
-        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
-            image = Image.open(fh)
-            image.load()
-        images.append(("matplotlib/grace_hopper.jpg", image))
-    except (ImportError, OSError, ValueError):
-        logger.debug("matplotlib sample photo not available")
+    bunch = load_sample_images()
+    images += [(f"sklearn/{Path(f).name}", im) for f, im in zip(bunch.filenames, bunch.images)]
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        image = Image.open(fh)
+        image.load()
+    images.append(("matplotlib/grace_hopper.jpg", image))
     return images
 
 

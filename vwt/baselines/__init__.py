@@ -11,14 +11,12 @@ from .tome import (
     token_counts,
 )
 from .dynamicvit import DynamicViT, DynamicViTConfig, TokenPredictor
-from .dynamicvit_train import train_dynamicvit
 from .quantize import quantize_int8
 
 __all__ = [
     "DynamicViT",
     "DynamicViTConfig",
     "TokenPredictor",
-    "train_dynamicvit",
     "ToMe",
     "ToMeConfig",
     "bipartite_soft_matching",

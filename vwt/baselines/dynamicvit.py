@@ -1,7 +1,7 @@
 """DynamicViT (Rao et al., NeurIPS 2021): a learned keep/drop predictor that prunes tokens in stages.
 
 At each pruning layer a small prediction module scores every remaining patch token (CLS is never
-pruned). Training (:mod:`vwt.baselines.dynamicvit_train`) samples hard keep/drop decisions with
+pruned). Training (:mod:`vwt.bench.dynamicvit_train`) samples hard keep/drop decisions with
 Gumbel-softmax and masks the dropped tokens out as attention *keys* with an additive 4D mask, so the
 batch keeps its shape. Inference keeps the top ``ceil(rho**s * N)`` tokens at stage ``s`` — the same
 count for every image — and gathers them, CLS first, kept patches in their original order.
@@ -168,7 +168,7 @@ class DynamicViT:
     Example::
 
         dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=0.7))
-        train_dynamicvit(dvit, batches, steps=500)      # vwt.baselines.dynamicvit_train
+        train_dynamicvit(dvit, batches, steps=500)      # vwt.bench.dynamicvit_train
         outputs = dvit(pixel_values)                    # the model's usual outputs
         dvit.tokens_per_layer                           # ViT-B/16, rho 0.7: [197] * 3 + [139] * 3 + [98] * 3 + [69] * 3
         dvit.save_pretrained("dynamicvit-0.7")

@@ -2,6 +2,6 @@
 
 import sys
 
-from ..cli_bench import main
+from ..cli.bench import main
 
 sys.exit(main())

@@ -103,7 +103,7 @@ def linear_probe(runners: Mapping[str, Runner], *, base_label: str = "base", ima
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ..fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist
+    from .fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist
 
     train_images, train_labels = load_fashion_mnist("train", limit=train_size, data_dir=data_dir)
     test_images, test_labels = load_fashion_mnist("test", limit=test_size, data_dir=data_dir)

@@ -54,7 +54,7 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 def _environment(device: torch.device) -> dict[str, Any]:
     import transformers
 
-    from .. import __version__
+    from ..version import __version__
 
     env = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
            "transformers": transformers.__version__, "vwt": __version__, "torch_threads": torch.get_num_threads(),

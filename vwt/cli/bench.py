@@ -18,11 +18,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from .cli import positive_int as _positive_int
+from . import positive_int as _positive_int
 
 __all__ = ["bench_parser", "main"]
 
@@ -35,7 +36,7 @@ DEFAULTS = {"batch_sizes": [1, 8, 32], "repeats": 3, "warmup": 1, "max_images": 
 
 def bench_parser() -> argparse.ArgumentParser:
     """The parser of ``vwt-bench``."""
-    from .bench.models import OFFLINE_MODELS
+    from ..bench.offline import OFFLINE_MODELS
 
     p = argparse.ArgumentParser(
         prog="vwt-bench", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
@@ -87,8 +88,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _pixel_values(source: str, processor: Any, max_images: int | None, split: str) -> tuple[torch.Tensor, list[str]]:
-    from .data import iter_images
-    from .preprocess import preprocess_images
+    from ..data import iter_images
+    from ..preprocess import preprocess_images
 
     if max_images is None and source != "sample" and not Path(source).expanduser().is_dir():
         max_images = 64
@@ -108,14 +109,16 @@ def _pixel_values(source: str, processor: Any, max_images: int | None, split: st
 
 
 def _run(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    from .preprocess import preprocess_config
-    from .bench.accuracy import linear_probe, load_labeled_folder, zero_shot_accuracy
-    from .bench.defaults import complete_method, default_methods
-    from .bench.harness import bind_methods, run_benchmark
-    from .bench.models import load_bench_model
-    from .bench.plots import write_plots
-    from .bench.report import attach_accuracy, summary_table, write_csv, write_json
-    from .bench.specs import parse_method_specs
+    import torch
+
+    from ..preprocess import preprocess_config
+    from ..bench.accuracy import linear_probe, load_labeled_folder, zero_shot_accuracy
+    from ..bench.defaults import complete_method, default_methods
+    from ..bench.harness import bind_methods, run_benchmark
+    from ..bench.models import load_bench_model
+    from ..bench.plots import write_plots
+    from ..bench.report import attach_accuracy, summary_table, write_csv, write_json
+    from ..bench.specs import parse_method_specs
 
     settings = _settings(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

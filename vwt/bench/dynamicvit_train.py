@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dynamicvit import DynamicViT, DynamicViTConfig
+from ..baselines.dynamicvit import DynamicViT, DynamicViTConfig
 
 __all__ = ["DynamicViTTrainOutput", "policy_attention_mask", "forward_train", "dynamicvit_loss", "train_dynamicvit",
            "train_classifier", "evaluate_accuracy", "minibatches"]

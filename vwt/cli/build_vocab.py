@@ -1,4 +1,4 @@
-"""Command-line front ends. Only this module prints."""
+"""``vwt-build-vocab``: learn a vocabulary of visual words from a stream of images."""
 
 from __future__ import annotations
 
@@ -8,18 +8,9 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-__all__ = ["build_vocab_main", "build_vocab_parser", "positive_int"]
+from . import positive_int
 
-
-def positive_int(text: str) -> int:
-    """argparse type: a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+__all__ = ["build_vocab_parser", "main"]
 
 
 def build_vocab_parser() -> argparse.ArgumentParser:
@@ -67,14 +58,14 @@ def _default_out(data: str, k: int, patch_size: int) -> str:
     return f"vocab-{stem}-k{k}-p{patch_size}"
 
 
-def build_vocab_main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vwt-build-vocab``; returns the exit status (0 ok, 1 failure, 2 usage)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_vocab_parser().parse_args(args_list)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     out = args.out or _default_out(args.data, args.k, args.patch_size)
     try:
-        from .build import build_vocabulary
+        from ..build import build_vocabulary
 
         vocab = build_vocabulary(
             args.data,
@@ -111,4 +102,4 @@ def build_vocab_main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(build_vocab_main())
+    sys.exit(main())
