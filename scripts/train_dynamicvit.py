@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     dvit = DynamicViT(model, config)
     metrics["config"] = dvit.config.to_dict()
     metrics["teacher_accuracy"] = evaluate_accuracy(lambda x: model(pixel_values=x).logits, x_test, y_test)
-    metrics["untrained_predictor_accuracy"] = evaluate_accuracy(lambda x: dvit(x).logits, x_test, y_test)
+    metrics["untrained_predictor_accuracy"] = evaluate_accuracy(lambda x: dvit(x).outputs.logits, x_test, y_test)
 
     start = time.perf_counter()
     history = train_dynamicvit(dvit, minibatches(x_train, y_train, batch_size=args.batch_size, generator=generator),
@@ -118,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("loss", "task", "ratio", "kl", "distill", "keep"):
         metrics[f"{key}_first{window}"] = sum(h[key] for h in history[:window]) / window
         metrics[f"{key}_last{window}"] = sum(h[key] for h in history[-window:]) / window
-    metrics["dynamicvit_accuracy"] = evaluate_accuracy(lambda x: dvit(x).logits, x_test, y_test)
-    metrics["tokens_per_layer"] = dvit.tokens_per_layer
-    metrics["teacher_tokens_per_layer"] = [dvit.tokens_per_layer[0]] * len(dvit.tokens_per_layer)
+    metrics["dynamicvit_accuracy"] = evaluate_accuracy(lambda x: dvit(x).outputs.logits, x_test, y_test)
+    tokens = dvit(x_test[:1]).tokens_per_layer
+    metrics["tokens_per_layer"] = list(tokens)
+    metrics["teacher_tokens_per_layer"] = [tokens[0]] * len(tokens)
     dvit.save_pretrained(args.out / "predictor")
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("args", "config")}, indent=2))

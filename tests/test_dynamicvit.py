@@ -57,11 +57,11 @@ def test_keep_ratio_one_reproduces_the_unmodified_model(name):
     model, x = _model(name), _pixels()
     dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=1.0))
     with torch.no_grad():
-        expected, got = model(pixel_values=x), dvit(x)
+        expected, result = model(pixel_values=x), dvit(x)
     for field in ("logits", "last_hidden_state", "pooler_output"):
         if getattr(expected, field, None) is not None:
-            torch.testing.assert_close(getattr(got, field), getattr(expected, field), rtol=1e-5, atol=1e-5)
-    assert dvit.tokens_per_layer == [17] * 4
+            torch.testing.assert_close(getattr(result.outputs, field), getattr(expected, field), rtol=1e-5, atol=1e-5)
+    assert result.tokens_per_layer == (17,) * 4
 
 
 @pytest.mark.parametrize(("name", "rho"), [("vit", 0.6), ("dinov2", 0.7), ("clip", 0.5)])
@@ -69,11 +69,11 @@ def test_inference_keeps_ceil_rho_to_the_s_of_the_patches_at_stage_s(name, rho):
     dvit = DynamicViT(_model(name), DynamicViTConfig(keep_ratio=rho))
     assert dvit.config.prune_layers == (1, 2, 3)  # (3, 6, 9) of 12 scaled to 4 layers
     with torch.no_grad():
-        out = dvit(_pixels(batch=4))
+        result = dvit(_pixels(batch=4))
     counts = [math.ceil(rho ** s * 16) for s in (1, 2, 3)]
-    assert dvit.tokens_per_layer == [17] + [1 + k for k in counts]
-    assert out.last_hidden_state.shape == (4, 1 + counts[-1], 32)
-    kept = dvit.kept_patches
+    assert result.tokens_per_layer == (17, *(1 + k for k in counts))
+    assert result.outputs.last_hidden_state.shape == (4, 1 + counts[-1], 32)
+    kept = result.kept_patches
     assert kept.shape == (4, counts[-1])
     assert bool((kept[:, 1:] > kept[:, :-1]).all())  # unique, in the original order
 
@@ -166,8 +166,9 @@ def test_saved_predictor_reloads_bit_exact(tmp_path):
     assert all(torch.equal(original[k], reloaded[k]) for k in original)
     x = _pixels()
     with torch.no_grad():
-        assert torch.equal(dvit(x).logits, loaded(x).logits)
-    assert loaded.tokens_per_layer == dvit.tokens_per_layer
+        first, again = dvit(x), loaded(x)
+    assert torch.equal(first.outputs.logits, again.outputs.logits)
+    assert first.tokens_per_layer == again.tokens_per_layer
 
 
 def test_loading_a_predictor_for_another_model_is_a_clear_error(tmp_path):

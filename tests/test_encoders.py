@@ -182,3 +182,15 @@ def test_a_batch_without_attention_mask_gets_it_from_patch_to_token():
     with_mask = _call(model, batch).pooler_output
     without = _call(model, {"pixel_values": pixels, "patch_to_token": batch["patch_to_token"]}).pooler_output
     torch.testing.assert_close(without, with_mask, rtol=0, atol=0)
+
+
+def test_a_subclass_of_a_supported_model_is_driven_by_its_family_adapter():
+    class MyViT(ViTModel):  # what a user's fine-tuning code often defines
+        pass
+
+    torch.manual_seed(0)
+    model = MyViT(ViTConfig(**VISION)).eval()
+    assert type(adapter_for(model)).__name__ == "ViTAdapter"
+    batch = IntraImageTokenizer(1.0, P)(pixel_values=_pixels())
+    torch.testing.assert_close(_call(model, batch).last_hidden_state,
+                               model(pixel_values=batch["pixel_values"]).last_hidden_state, rtol=1e-5, atol=1e-5)

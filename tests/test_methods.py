@@ -28,7 +28,7 @@ def test_every_method_runs_with_one_call_shape_and_reports_tokens_per_layer(meth
     model, pixels = _vit(), torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         result = method.bind(model)(pixels)
-    assert result.tokens_per_layer == expected_lengths
+    assert result.tokens_per_layer == tuple(expected_lengths)
     assert result.outputs.last_hidden_state.shape[0] == 2
     assert result.tokens_per_image.shape == (2,)
 

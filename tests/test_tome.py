@@ -85,12 +85,12 @@ def test_r_zero_reproduces_the_unmodified_model(make):
     model = _build(make)
     pixels = _pixels()
     expected = model(pixel_values=pixels)
-    tome = ToMe(model, r=0)
-    got = tome(pixels)
+    result = ToMe(model, r=0)(pixels)
+    got = result.outputs
     for name in ("last_hidden_state", "pooler_output", "logits"):
         if getattr(expected, name, None) is not None:
             torch.testing.assert_close(getattr(got, name), getattr(expected, name), rtol=1e-5, atol=1e-5)
-    assert tome.tokens_per_layer == [65 - (make is _siglip)] * 5
+    assert result.tokens_per_layer == (65 - (make is _siglip),) * 4
 
 
 @torch.no_grad()
@@ -98,7 +98,7 @@ def test_r_zero_reproduces_clip_zero_shot_logits():
     model = _build(_clip_full)
     pixels, input_ids = _pixels(), torch.tensor([[1, 5, 7, 2], [1, 9, 2, 2]])
     expected = model(pixel_values=pixels, input_ids=input_ids)
-    got = ToMe(model, r=0)(pixels, input_ids=input_ids)
+    got = ToMe(model, r=0)(pixels, input_ids=input_ids).outputs
     torch.testing.assert_close(got.logits_per_image, expected.logits_per_image, rtol=1e-5, atol=1e-5)
 
 
@@ -112,9 +112,9 @@ def test_r_zero_reproduces_clip_zero_shot_logits():
 @torch.no_grad()
 def test_token_counts_per_layer_follow_the_schedule(family, options, counts):
     tome = ToMe(_build(MODELS[family]), **options)
-    out = tome(_pixels())
-    assert tome.tokens_per_layer == counts
-    assert out.last_hidden_state.shape == (2, counts[-1], 32)
+    result = tome(_pixels())
+    assert result.tokens_per_layer == tuple(counts[:-1])
+    assert result.outputs.last_hidden_state.shape == (2, counts[-1], 32) == (2, *result.token_sizes.shape[1:], 32)
     assert token_counts(65, tome.r_per_layer) == counts
 
 
@@ -130,8 +130,9 @@ def test_schedules_match_the_tome_repository_parse_r():
 def test_a_batch_merges_each_image_as_it_would_alone():
     model = _build(_dinov2)
     pixels = _pixels(3)
-    batched = ToMe(model, r=8)(pixels).last_hidden_state
-    alone = ToMe(model, r=8)(pixels[1:2]).last_hidden_state
+    tome = ToMe(model, r=8)
+    batched = tome(pixels).outputs.last_hidden_state
+    alone = tome(pixels[1:2]).outputs.last_hidden_state  # the same object again: nothing of a call is kept
     torch.testing.assert_close(batched[1:2], alone, rtol=1e-5, atol=1e-5)
 
 
@@ -196,11 +197,11 @@ def test_the_last_layer_after_merging_is_proportional_attention_written_out_by_h
     captured = {}
     handle = layer.layer_norm1.register_forward_pre_hook(lambda module, args: captured.update(x=args[0]))
     try:
-        tome = ToMe(model, r=[20, 10])  # the last two layers merge nothing: final sizes are the last layer's
-        out = tome(_pixels())
+        result = ToMe(model, r=[20, 10])(_pixels())  # the last two layers merge nothing: final sizes are the last layer's
+        out = result.outputs
     finally:
         handle.remove()
-    x, size = captured["x"], tome.sizes.float()
+    x, size = captured["x"], result.token_sizes.float()
     assert x.shape == (2, 35, 32) and size.max() > 1
     attn, (b, t, d), heads = layer.self_attn, x.shape, 2
     h = layer.layer_norm1(x)
@@ -217,9 +218,8 @@ def test_the_last_layer_after_merging_is_proportional_attention_written_out_by_h
 @pytest.mark.parametrize("family", sorted(MODELS))
 @torch.no_grad()
 def test_every_patch_lands_in_exactly_one_final_token(family):
-    tome = ToMe(_build(MODELS[family]), r=8, schedule="decrease", trace_source=True)
-    out = tome(_pixels())
-    source, sizes = tome.source, tome.sizes
+    result = ToMe(_build(MODELS[family]), r=8, schedule="decrease", trace_source=True)(_pixels())
+    out, source, sizes = result.outputs, result.source, result.token_sizes
     assert source.shape == (2, out.last_hidden_state.shape[1], 64)
     assert source.sum(dim=1).eq(1).all()  # each patch in one token
     assert source[:, 0].eq(0).all() and sizes[:, 0].eq(1).all()  # CLS holds no patch and stays alone
@@ -229,12 +229,12 @@ def test_every_patch_lands_in_exactly_one_final_token(family):
 
 @torch.no_grad()
 def test_siglip_has_no_cls_so_every_token_can_merge():
-    tome = ToMe(_build(_siglip), r=[40, 8], trace_source=True)
-    out = tome(_pixels())
-    assert tome.tokens_per_layer == [64, 32, 24, 24, 24]  # 40 capped at half of all 64 tokens
+    result = ToMe(_build(_siglip), r=[40, 8], trace_source=True)(_pixels())
+    out = result.outputs
+    assert result.tokens_per_layer == (64, 32, 24, 24)  # 40 capped at half of all 64 tokens
     assert out.last_hidden_state.shape == (2, 24, 32) and out.pooler_output.shape == (2, 32)
-    assert tome.source.sum(dim=1).eq(1).all()
-    torch.testing.assert_close(tome.sizes, tome.source.sum(dim=-1).long())
+    assert result.source.sum(dim=1).eq(1).all()
+    torch.testing.assert_close(result.token_sizes, result.source.sum(dim=-1).long())
 
 
 # ------------------------------------------------------------------------------ errors
@@ -273,8 +273,8 @@ def test_unsupported_models_are_a_clear_error():
         ToMe(nn.Linear(2, 2), r=1)
 
     class OtherAdapter(EncoderAdapter):
-        model_classes = ("Other",)
-        vision = layers = None
+        vision = None
+        layers = (nn.Identity(),)
 
         def embed(self, pixel_values, interpolate_pos_encoding=False):
             raise NotImplementedError
@@ -282,5 +282,5 @@ def test_unsupported_models_are_a_clear_error():
         def outputs(self, hidden, attention_mask, **kwargs):
             raise NotImplementedError
 
-    with pytest.raises(TypeError, match="ToMe does not support Linear; supported: CLIPModel"):
+    with pytest.raises(TypeError, match="ToMe cannot drive Linear: OtherAdapter does not expose the pieces of Identity"):
         ToMe(OtherAdapter(nn.Linear(2, 2)), r=1)

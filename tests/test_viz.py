@@ -189,10 +189,9 @@ def test_tome_overlay_follows_the_final_tokens_source(photo, tiny_dinov2_dir):
     # Independently: ToMe's own sizes say how many patches each final token holds.
     from vwt.preprocess import preprocess_images
 
-    tome = ToMe(model, r=6, trace_source=True)
     with torch.no_grad():
-        tome(preprocess_images([photo], processor))
-    assert sorted(np.unique(p2t, return_counts=True)[1].tolist()) == sorted(tome.sizes[0, 1:].tolist())
+        sizes = ToMe(model, r=6)(preprocess_images([photo], processor)).token_sizes
+    assert sorted(np.unique(p2t, return_counts=True)[1].tolist()) == sorted(sizes[0, 1:].tolist())
 
 
 # ------------------------------------------------------------------------------------ the command

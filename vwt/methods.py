@@ -24,23 +24,11 @@ from torch import nn
 
 from .batching import plan_buckets, plan_packing
 from .encoders import VisualWordModel, adapter_for
+from .result import MethodResult
 
 __all__ = ["METHODS", "Method", "MethodResult", "Runner", "load"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class MethodResult:
-    """What one batch through a method gives."""
-
-    # The model's usual output object (last_hidden_state, pooler_output, logits, image_embeds, ...).
-    outputs: Any
-    # Sequence length entering each layer, per image: padding included, so this is the compute
-    # (for bucketing and packing, the mean padded length per image).
-    tokens_per_layer: list[float]
-    # [B] real tokens per image entering the first layer (CLS included, padding excluded).
-    tokens_per_image: torch.Tensor
 
 
 @dataclass
@@ -79,7 +67,7 @@ def _bind_base(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], Met
         length = _full_length(model, pixel_values)
         pixel_values = pixel_values.to(device)
         outputs = forward({"pixel_values": pixel_values}) if needs_text else model(pixel_values=pixel_values)
-        return MethodResult(outputs, [length] * _num_layers(model),
+        return MethodResult(outputs, (length,) * _num_layers(model),
                             torch.full((len(pixel_values),), length, dtype=torch.long))
 
     return run
@@ -103,7 +91,7 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str) -> Callable
             length = plan.num_rows * plan.row_length / len(lengths)
         else:
             length = sum(len(i) * int(lengths[i].max()) for i in plan_buckets(lengths, wrapped.num_buckets)) / len(lengths)
-        return MethodResult(outputs, [length] * _num_layers(model), lengths)
+        return MethodResult(outputs, (length,) * _num_layers(model), lengths)
 
     return run
 
@@ -137,15 +125,7 @@ def _bind_intra(model: nn.Module, keep: int | float = 0.5, batching: str = "pad"
 def _bind_tome(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], MethodResult]:
     from .baselines.tome import ToMe
 
-    tome = ToMe(model, **options)
-
-    def run(pixel_values: torch.Tensor) -> MethodResult:
-        outputs = tome(pixel_values)
-        length = _full_length(model, pixel_values)
-        return MethodResult(outputs, list(tome.tokens_per_layer[:-1]),
-                            torch.full((len(pixel_values),), length, dtype=torch.long))
-
-    return run
+    return ToMe(model, **options)
 
 
 def _bind_dynamicvit(model: nn.Module, predictor: Any = None, keep_ratio: float | None = None,
@@ -160,13 +140,7 @@ def _bind_dynamicvit(model: nn.Module, predictor: Any = None, keep_ratio: float 
         logger.warning("dynamicvit without trained predictor weights: pruning decisions are random")
         dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=0.7 if keep_ratio is None else keep_ratio, **options))
 
-    def run(pixel_values: torch.Tensor) -> MethodResult:
-        outputs = dvit(pixel_values)
-        length = _full_length(model, pixel_values)
-        return MethodResult(outputs, list(dvit.tokens_per_layer),
-                            torch.full((len(pixel_values),), length, dtype=torch.long))
-
-    return run
+    return dvit
 
 
 def _bind_q8(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], MethodResult]:

@@ -137,8 +137,7 @@ def render_tome(image: Any, model: torch.nn.Module, image_processor: Any, r: int
 
     pixel_values = preprocess_images([image], image_processor)
     tome = ToMe(model, r=r, trace_source=True)
-    tome(pixel_values)
-    p2t = source_to_patch_to_token(tome.source[0])
+    p2t = source_to_patch_to_token(tome(pixel_values).source[0])
     name = type(tome.model).__name__
     return _rendered(_display(pixel_values, image_processor), tome.adapter.patch_size, p2t,
                      f"ToMe r={r} {name} p={tome.adapter.patch_size}")

@@ -26,6 +26,7 @@ from torch import nn
 from ..config import dataclass_from_dict
 from ..encoders import adapter_for
 from ..encoders.run import check_pixels
+from ..result import MethodResult
 
 __all__ = ["DynamicViT", "DynamicViTConfig", "TokenPredictor", "PredictorStage", "default_prune_layers",
            "keep_counts", "select_tokens"]
@@ -169,8 +170,8 @@ class DynamicViT:
 
         dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=0.7))
         train_dynamicvit(dvit, batches, steps=500)      # vwt.bench.dynamicvit_train
-        outputs = dvit(pixel_values)                    # the model's usual outputs
-        dvit.tokens_per_layer                           # ViT-B/16, rho 0.7: [197] * 3 + [139] * 3 + [98] * 3 + [69] * 3
+        result = dvit(pixel_values)                     # a MethodResult: the model's usual outputs, ...
+        result.tokens_per_layer                         # ViT-B/16, rho 0.7: (197,) * 3 + (139,) * 3 + (98,) * 3 + (69,) * 3
         dvit.save_pretrained("dynamicvit-0.7")
     """
 
@@ -188,10 +189,6 @@ class DynamicViT:
             raise ValueError(f"predictor is for hidden size {predictor.hidden_size} with {predictor.num_stages} "
                              f"stages; the model has hidden size {hidden_size} and the config {stages} pruning stages")
         self.predictor = predictor
-        #: Sequence length (CLS included) entering each layer in the last call.
-        self.tokens_per_layer: list[int] = []
-        #: Positions (among the N patches) of the tokens kept to the end in the last call, ``[B, k]``.
-        self.kept_patches: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         c = self.config
@@ -215,8 +212,12 @@ class DynamicViT:
         dtype = next(self.predictor.parameters()).dtype
         return self.predictor.stages[stage](hidden[:, self.prefix:].to(dtype), policy)
 
-    def __call__(self, pixel_values: torch.Tensor, *, interpolate_pos_encoding: bool = False, **kwargs: Any) -> Any:
-        """Inference: prune to ``ceil(rho**s * N)`` tokens at stage s; the model's usual outputs.
+    def __call__(self, pixel_values: torch.Tensor, *, interpolate_pos_encoding: bool = False,
+                 **kwargs: Any) -> MethodResult:
+        """Inference: prune to ``ceil(rho**s * N)`` tokens at stage s.
+
+        Returns the model's usual outputs with the tokens entering each layer and ``kept_patches``
+        ``[B, k]`` (positions among the N patches of the tokens kept to the end).
 
         Extra keyword arguments go to the family's head (e.g. ``input_ids`` for CLIP).
         """
@@ -235,9 +236,9 @@ class DynamicViT:
                 stage += 1
             tokens.append(int(hidden.shape[1]))
             hidden = layer(hidden, None)
-        self.tokens_per_layer, self.kept_patches = tokens, patch_ids
         mask = torch.ones(b, hidden.shape[1], dtype=torch.long, device=hidden.device)
-        return self.adapter.outputs(hidden, mask, **kwargs)
+        return MethodResult(outputs=self.adapter.outputs(hidden, mask, **kwargs), tokens_per_layer=tuple(tokens),
+                            tokens_per_image=torch.full((b,), tokens[0], dtype=torch.long), kept_patches=patch_ids)
 
     def forward_full(self, pixel_values: torch.Tensor, *,
                      interpolate_pos_encoding: bool = False) -> tuple[Any, torch.Tensor]:

@@ -16,18 +16,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..encoders.base import EncoderAdapter, adapter_for
-from ..encoders.clip import CLIPAdapter
-from ..encoders.dinov2 import Dinov2Adapter
+from ..encoders.base import LayerParts, adapter_for
 from ..encoders.run import check_pixels
-from ..encoders.siglip import SiglipAdapter
-from ..encoders.vit import ViTAdapter
+from ..result import MethodResult
 
 __all__ = [
     "ToMe",
@@ -191,106 +188,42 @@ class ToMeConfig:
             raise ValueError(f"inflect must be in [-1, 0) for a decreasing schedule, got {self.inflect}")
 
 
-# ---------------------------------------------------------------------------------------- families
-@dataclass(frozen=True)
-class _Family:
-    """Names inside one layer; q/k/v are ``q_proj``/``k_proj``/``v_proj`` and the MLP is ``mlp`` everywhere."""
-
-    norm1: str
-    attention: str
-    out: str
-    norm2: str
-    scaling: str  # attribute of the attention module holding the logit scale
-    attn_dropout: str  # attribute of the attention module holding its dropout probability
-    layer_scale: tuple[str, str] | None = None  # scales of the attention and MLP branches
-    dropout: str | None = None  # module on both residual branches (dropout / drop path)
-
-
-_CLIP_LIKE = _Family("layer_norm1", "self_attn", "out_proj", "layer_norm2", "scale", "dropout")
-_FAMILIES: dict[type[EncoderAdapter], _Family] = {
-    CLIPAdapter: _CLIP_LIKE,
-    SiglipAdapter: _CLIP_LIKE,  # no CLS: every token can be merged
-    ViTAdapter: _Family("layernorm_before", "attention", "o_proj", "layernorm_after", "scaling",
-                        "attention_dropout", dropout="dropout"),
-    Dinov2Adapter: _Family("norm1", "attention", "o_proj", "norm2", "scaling", "attention_dropout",
-                           ("layer_scale1", "layer_scale2"), "drop_path"),
-}
-
-
-class _Block(NamedTuple):
-    """One layer's submodules, resolved once."""
-
-    norm1: nn.Module
-    attn: nn.Module
-    q: nn.Module
-    k: nn.Module
-    v: nn.Module
-    out: nn.Module
-    norm2: nn.Module
-    mlp: nn.Module
-    scale1: nn.Module | None
-    scale2: nn.Module | None
-    dropout: nn.Module | None
-    scaling: float
-    attn_dropout: float
-    head_dim: int
-
-
-def _resolve(layer: nn.Module, family: _Family) -> _Block:
-    try:
-        attn = getattr(layer, family.attention)
-        scales = [getattr(layer, name) for name in family.layer_scale] if family.layer_scale else [None, None]
-        return _Block(getattr(layer, family.norm1), attn, attn.q_proj, attn.k_proj, attn.v_proj,
-                      getattr(attn, family.out), getattr(layer, family.norm2), layer.mlp, *scales,
-                      getattr(layer, family.dropout) if family.dropout else None,
-                      float(getattr(attn, family.scaling)), float(getattr(attn, family.attn_dropout)),
-                      int(attn.head_dim))
-    except AttributeError as error:
-        raise TypeError(f"ToMe cannot drive {type(layer).__name__}: {error} (transformers layout changed?)") from None
-
-
-def tome_layer(block: _Block, x: torch.Tensor, size: torch.Tensor, source: torch.Tensor | None, r: int, *,
+# ---------------------------------------------------------------------------------------- layer
+def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: torch.Tensor | None, r: int, *,
                protect_cls: bool, proportional: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One layer: attention -> merge ``r`` tokens -> MLP. ``x [B, N, D]``, ``size [B, N, 1]``, ``source [B, N, S0]``."""
     b, n, _ = x.shape
-    h = block.norm1(x)
-    q, k, v = (proj(h).view(b, n, -1, block.head_dim).transpose(1, 2) for proj in (block.q, block.k, block.v))
-    p = block.attn_dropout if block.attn.training else 0.0
-    h = proportional_attention(q, k, v, size if proportional else None, block.scaling, p)
-    h = block.out(h.transpose(1, 2).reshape(b, n, -1))
-    for module in (block.scale1, block.dropout):
+    h = parts.norm1(x)
+    q, k, v = (proj(h).view(b, n, parts.num_heads, parts.head_dim).transpose(1, 2) for proj in (parts.q, parts.k, parts.v))
+    p = parts.attention_dropout if parts.attention.training else 0.0
+    h = proportional_attention(q, k, v, size if proportional else None, parts.scale, p)
+    h = parts.out(h.transpose(1, 2).reshape(b, n, -1))
+    for module in (parts.scale1, parts.residual_dropout):
         h = h if module is None else module(h)
     x = x + h
     if r > 0:
         merge, _ = bipartite_soft_matching(k.mean(dim=1), r, protect_cls)
         source = None if source is None else merge_source(merge, source)
         x, size = merge_wavg(merge, x, size)
-    h = block.mlp(block.norm2(x))
-    for module in (block.scale2, block.dropout):
+    h = parts.mlp(parts.norm2(x))
+    for module in (parts.scale2, parts.residual_dropout):
         h = h if module is None else module(h)
     return x + h, size, source
-
-
-def _family(adapter: EncoderAdapter) -> _Family:
-    for cls in type(adapter).__mro__:
-        if cls in _FAMILIES:
-            return _FAMILIES[cls]
-    supported = ", ".join(sorted(name for cls in _FAMILIES for name in cls.model_classes))
-    raise TypeError(f"ToMe does not support {type(adapter.model).__name__}; supported: {supported}")
 
 
 # ---------------------------------------------------------------------------------------- shell
 class ToMe:
     """Run a Hugging Face vision model with Token Merging; the model itself is left untouched.
 
-    After a call: ``tokens_per_layer`` (tokens entering each layer plus the final count), ``sizes``
-    ``[B, T]`` (patches, plus CLS, in each final token) and, with ``trace_source=True``, ``source``
-    ``[B, T, N]``: ``source[b, t, n] = 1`` where final token ``t`` holds patch ``n`` (raster order;
-    a protected CLS row is all zero). Rows line up with ``last_hidden_state``.
+    A call returns a :class:`~vwt.result.MethodResult`: the model's usual ``outputs``,
+    ``tokens_per_layer`` (tokens entering each layer), ``token_sizes`` ``[B, T]`` (patches, plus CLS, in
+    each final token) and, with ``trace_source=True``, ``source`` ``[B, T, N]``. Nothing of a call is
+    kept on the object.
 
     Example::
 
-        outputs = ToMe(model, r=13)(pixel_values)
+        result = ToMe(model, r=13)(pixel_values)
+        result.outputs.pooler_output, result.tokens_per_layer
     """
 
     def __init__(self, model: nn.Module, r: int | Sequence[int] | None = None, *, config: ToMeConfig | None = None,
@@ -302,15 +235,14 @@ class ToMe:
         self.config = config if config is not None else ToMeConfig(r, **options)
         self.adapter = adapter_for(model)
         self.model = self.adapter.model
-        family = _family(self.adapter)
-        self._blocks = [_resolve(layer, family) for layer in self.adapter.layers]
+        try:
+            self._parts = [self.adapter.layer_parts(layer) for layer in self.adapter.layers]
+        except (TypeError, AttributeError) as error:
+            raise TypeError(f"ToMe cannot drive {type(self.model).__name__}: {error}") from None
         self.trace_source = trace_source
-        self.r_per_layer = schedule_r(self.config.r, len(self._blocks), self.config.schedule, self.config.inflect)
+        self.r_per_layer = schedule_r(self.config.r, len(self._parts), self.config.schedule, self.config.inflect)
         h, w = self.adapter.image_size
         self._check_total((h // self.adapter.patch_size) * (w // self.adapter.patch_size))
-        self.tokens_per_layer: list[int] | None = None
-        self.sizes: torch.Tensor | None = None
-        self.source: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         return f"ToMe({type(self.model).__name__}, {self.config})"
@@ -326,9 +258,31 @@ class ToMe:
                 f"{num_patches} patches; at most {num_patches - 1} merges leave one patch token"
             )
 
+    def run_layers(self, x: torch.Tensor, size: torch.Tensor | None = None, source: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[int]]:
+        """The model's layers with ToMe from hidden states that may already be merged.
+
+        Args:
+            x: ``[B, N, D]`` after the model's pre-layer step.
+            size: ``[B, N, 1]`` patches per token (ones when None: nothing merged yet).
+            source: ``[B, N, S0]`` 0/1 patches per token, to trace; or None.
+
+        Returns:
+            ``(x [B, T, D], size [B, T, 1], source [B, T, S0] or None, tokens entering each layer)``.
+        """
+        merged = size is not None and bool((size != 1).any())
+        size = x.new_ones(*x.shape[:2], 1) if size is None else size.to(x.dtype)
+        counts = []
+        for parts, r in zip(self._parts, self.r_per_layer):
+            counts.append(x.shape[1])
+            merged = merged or x.shape[1] < counts[0]  # until the first merge every size is 1: plain attention
+            x, size, source = tome_layer(parts, x, size, source, r, protect_cls=self.protect_cls,
+                                         proportional=self.config.proportional_attention and merged)
+        return x, size, source, counts
+
     def __call__(self, pixel_values: torch.Tensor | Mapping[str, Any], *, interpolate_pos_encoding: bool = False,
-                 **kwargs: Any) -> Any:
-        """The model's usual output for ``pixel_values [B, C, H, W]`` (or a batch holding them).
+                 **kwargs: Any) -> MethodResult:
+        """ToMe on ``pixel_values [B, C, H, W]`` (or a batch holding them).
 
         Extra keyword arguments go to the family's head, e.g. ``input_ids`` for CLIP zero-shot logits.
         """
@@ -340,19 +294,14 @@ class ToMe:
         b = len(pixel_values)
         self._check_total(num_patches)
         x = self.adapter.before_layers(self.adapter.embed(pixel_values, interpolate_pos_encoding))
-        size = x.new_ones(b, x.shape[1], 1)
-        source = None
-        if self.trace_source:
-            source = torch.eye(x.shape[1], device=device, dtype=x.dtype).expand(b, -1, -1)
-        counts = [x.shape[1]]
-        for block, r in zip(self._blocks, self.r_per_layer):
-            merged = counts[-1] < counts[0]  # until the first merge every size is 1: plain attention
-            x, size, source = tome_layer(block, x, size, source, r, protect_cls=self.protect_cls,
-                                         proportional=self.config.proportional_attention and merged)
-            counts.append(x.shape[1])
+        source = torch.eye(x.shape[1], device=device, dtype=x.dtype).expand(b, -1, -1) if self.trace_source else None
+        x, size, source, counts = self.run_layers(x, None, source)
         prefix = int(self.adapter.has_cls)
-        self.tokens_per_layer = counts
-        self.sizes = size[..., 0].round().long()
-        self.source = None if source is None else source[..., prefix:].round().to(torch.uint8)
         mask = torch.ones(b, x.shape[1], dtype=torch.long, device=device)
-        return self.adapter.outputs(x, mask, **kwargs)
+        return MethodResult(
+            outputs=self.adapter.outputs(x, mask, **kwargs),
+            tokens_per_layer=tuple(counts),
+            tokens_per_image=torch.full((b,), counts[0], dtype=torch.long),
+            token_sizes=size[..., 0].round().long(),
+            source=None if source is None else source[..., prefix:].round().to(torch.uint8),
+        )

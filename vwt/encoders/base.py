@@ -4,15 +4,46 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-__all__ = ["EncoderAdapter", "register_adapter", "adapter_for", "supported_models"]
+__all__ = ["EncoderAdapter", "LayerParts", "register_adapter", "adapter_for", "supported_models"]
 
 _ADAPTERS: list[type[EncoderAdapter]] = []
+
+
+@dataclass(frozen=True)
+class LayerParts:
+    """The pieces of one pre-norm transformer layer, for methods that run a layer step by step (ToMe).
+
+    The layer computes ``x + drop(scale1(out(attention(q, k, v))))`` on ``norm1(x)``, then
+    ``x + drop(scale2(mlp(norm2(x))))``; ``q``, ``k``, ``v`` map ``[B, N, D]`` to ``[B, N, H * head_dim]``.
+    """
+
+    norm1: nn.Module
+    q: nn.Module
+    k: nn.Module
+    v: nn.Module
+    out: nn.Module
+    norm2: nn.Module
+    mlp: nn.Module
+    num_heads: int
+    head_dim: int
+    #: The attention logit scale (``head_dim ** -0.5`` in every supported family).
+    scale: float
+    #: Attention-probability dropout, applied in training mode only.
+    attention_dropout: float
+    #: The module whose ``training`` flag decides whether attention dropout applies.
+    attention: nn.Module
+    #: Layer scale of the attention and MLP branches (DINOv2), or None.
+    scale1: nn.Module | None = None
+    scale2: nn.Module | None = None
+    #: Dropout / drop-path on both residual branches, or None.
+    residual_dropout: nn.Module | None = None
 
 
 class EncoderAdapter(ABC):
@@ -23,8 +54,8 @@ class EncoderAdapter(ABC):
     then :meth:`outputs`. Subclasses only name the submodules.
     """
 
-    #: Class names of the models this adapter handles.
-    model_classes: ClassVar[tuple[str, ...]] = ()
+    #: The Hugging Face model classes this adapter handles (subclasses included).
+    model_classes: ClassVar[tuple[type[nn.Module], ...]] = ()
     #: Whether the sequence starts with a CLS token that is never merged.
     has_cls: ClassVar[bool] = True
 
@@ -33,7 +64,7 @@ class EncoderAdapter(ABC):
 
     @classmethod
     def handles(cls, model: nn.Module) -> bool:
-        return type(model).__name__ in cls.model_classes
+        return isinstance(model, cls.model_classes)
 
     @property
     @abstractmethod
@@ -76,6 +107,10 @@ class EncoderAdapter(ABC):
         """The transformer layers (usually the model's ``nn.ModuleList``), each called as
         ``layer(hidden, attention_mask_4d) -> hidden``."""
 
+    def layer_parts(self, layer: nn.Module) -> LayerParts:
+        """The pieces of one module of :attr:`layers`, for methods that drive a layer step by step."""
+        raise TypeError(f"{type(self).__name__} does not expose the pieces of {type(layer).__name__} layers")
+
     @abstractmethod
     def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
         """The model's usual output object from the last layer's hidden states ``[B, S, D]``.
@@ -92,7 +127,7 @@ def register_adapter(cls: type[EncoderAdapter]) -> type[EncoderAdapter]:
 
 def supported_models() -> list[str]:
     """Names of the supported Hugging Face model classes."""
-    return sorted(name for cls in _ADAPTERS for name in cls.model_classes)
+    return sorted(model_class.__name__ for cls in _ADAPTERS for model_class in cls.model_classes)
 
 
 def adapter_for(model: nn.Module) -> EncoderAdapter:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import BlipForConditionalGeneration, BlipVisionModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.blip.modeling_blip import BlipForConditionalGenerationModelOutput
 
@@ -80,11 +81,11 @@ def length_buckets(attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, int
 class BlipAdapter(EncoderAdapter):
     """``embeddings`` -> masked ``encoder.layers`` -> ``post_layernorm`` (-> ``text_decoder`` with the image mask)."""
 
-    model_classes = ("BlipVisionModel", "BlipForConditionalGeneration")
+    model_classes = (BlipVisionModel, BlipForConditionalGeneration)
 
     @property
     def vision(self) -> nn.Module:
-        return self.model if type(self.model).__name__ == "BlipVisionModel" else self.model.vision_model
+        return self.model if isinstance(self.model, BlipVisionModel) else self.model.vision_model
 
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         return self.vision.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
@@ -95,7 +96,7 @@ class BlipAdapter(EncoderAdapter):
         return tuple(partial(masked_blip_layer, layer) for layer in self.vision.encoder.layers)
 
     def _captioner(self) -> nn.Module:
-        if type(self.model).__name__ != "BlipForConditionalGeneration":
+        if not isinstance(self.model, BlipForConditionalGeneration):
             name = type(self.model).__name__
             raise TypeError(f"{name} has no text decoder: text needs a BlipForConditionalGeneration")
         return self.model

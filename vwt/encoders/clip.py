@@ -6,23 +6,33 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import CLIPModel, CLIPVisionModel, CLIPVisionModelWithProjection
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPOutput, CLIPVisionModelOutput
 
-from .base import EncoderAdapter, register_adapter
+from .base import EncoderAdapter, LayerParts, register_adapter
 
-__all__ = ["CLIPAdapter"]
+__all__ = ["CLIPAdapter", "clip_layer_parts"]
+
+
+def clip_layer_parts(layer: nn.Module) -> LayerParts:
+    """``layer_norm1`` -> ``self_attn`` (q/k/v/out_proj) -> ``layer_norm2`` -> ``mlp``: CLIP and SigLIP layers."""
+    attn = layer.self_attn
+    return LayerParts(norm1=layer.layer_norm1, q=attn.q_proj, k=attn.k_proj, v=attn.v_proj, out=attn.out_proj,
+                      norm2=layer.layer_norm2, mlp=layer.mlp, num_heads=int(attn.num_heads),
+                      head_dim=int(attn.head_dim), scale=float(attn.scale), attention_dropout=float(attn.dropout),
+                      attention=attn)
 
 
 @register_adapter
 class CLIPAdapter(EncoderAdapter):
     """``embeddings`` -> ``pre_layrnorm`` -> ``encoder.layers`` -> ``post_layernorm`` on CLS (-> projection)."""
 
-    model_classes = ("CLIPVisionModel", "CLIPVisionModelWithProjection", "CLIPModel")
+    model_classes = (CLIPVisionModel, CLIPVisionModelWithProjection, CLIPModel)
 
     @property
     def vision(self) -> nn.Module:
-        return self.model if type(self.model).__name__ == "CLIPVisionModel" else self.model.vision_model
+        return self.model if isinstance(self.model, CLIPVisionModel) else self.model.vision_model
 
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         return self.vision.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
@@ -34,6 +44,9 @@ class CLIPAdapter(EncoderAdapter):
     def layers(self) -> nn.ModuleList:
         return self.vision.encoder.layers
 
+    def layer_parts(self, layer: nn.Module) -> LayerParts:
+        return clip_layer_parts(layer)
+
     def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, *, input_ids: torch.Tensor | None = None,
                 text_attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
         if kwargs:
@@ -41,12 +54,12 @@ class CLIPAdapter(EncoderAdapter):
         pooled = self.vision.post_layernorm(hidden[:, 0])
         vision_out = BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
         name = type(self.model).__name__
-        if name == "CLIPVisionModel":
+        if isinstance(self.model, CLIPVisionModel):
             return vision_out
         projected = self.model.visual_projection(pooled)
         if input_ids is None:
             return CLIPVisionModelOutput(image_embeds=projected, last_hidden_state=hidden)
-        if name != "CLIPModel":
+        if not isinstance(self.model, CLIPModel):
             raise TypeError(f"{name} has no text tower: input_ids need a CLIPModel")
         text_out = self.model.get_text_features(input_ids=input_ids.to(hidden.device),
                                                 attention_mask=None if text_attention_mask is None

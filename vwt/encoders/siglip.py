@@ -10,10 +10,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import SiglipForImageClassification, SiglipModel, SiglipVisionModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.siglip.modeling_siglip import SiglipOutput
 
-from .base import EncoderAdapter, register_adapter
+from .base import EncoderAdapter, LayerParts, register_adapter
+from .clip import clip_layer_parts
 
 __all__ = ["SiglipAdapter", "attention_pool", "masked_mean"]
 
@@ -45,12 +47,12 @@ def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
 class SiglipAdapter(EncoderAdapter):
     """``embeddings`` -> ``encoder.layers`` -> ``post_layernorm`` (-> masked attention-pooling ``head``)."""
 
-    model_classes = ("SiglipVisionModel", "SiglipModel", "SiglipForImageClassification")
+    model_classes = (SiglipVisionModel, SiglipModel, SiglipForImageClassification)
     has_cls = False
 
     @property
     def vision(self) -> nn.Module:
-        return self.model if type(self.model).__name__ == "SiglipVisionModel" else self.model.vision_model
+        return self.model if isinstance(self.model, SiglipVisionModel) else self.model.vision_model
 
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         return self.vision.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
@@ -59,13 +61,16 @@ class SiglipAdapter(EncoderAdapter):
     def layers(self) -> nn.ModuleList:
         return self.vision.encoder.layers
 
+    def layer_parts(self, layer: nn.Module) -> LayerParts:
+        return clip_layer_parts(layer)  # the same layer layout as CLIP's
+
     def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, *, input_ids: torch.Tensor | None = None,
                 text_attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
         if kwargs:
             raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
         name = type(self.model).__name__
         sequence = self.vision.post_layernorm(hidden)
-        if name == "SiglipForImageClassification":
+        if isinstance(self.model, SiglipForImageClassification):
             if input_ids is not None:
                 raise TypeError(f"{name} has no text tower: input_ids need a SiglipModel")
             return ImageClassifierOutput(logits=self.model.classifier(masked_mean(sequence, attention_mask)))
@@ -73,7 +78,7 @@ class SiglipAdapter(EncoderAdapter):
         vision_out = BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=pooled)
         if input_ids is None:
             return vision_out
-        if name != "SiglipModel":
+        if not isinstance(self.model, SiglipModel):
             raise TypeError(f"{name} has no text tower: input_ids need a SiglipModel")
         text_out = self.model.get_text_features(input_ids=input_ids, attention_mask=text_attention_mask)
         image_embeds = pooled / pooled.norm(p=2, dim=-1, keepdim=True)

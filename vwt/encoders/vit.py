@@ -6,9 +6,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import ViTForImageClassification, ViTModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
-from .base import EncoderAdapter, register_adapter
+from .base import EncoderAdapter, LayerParts, register_adapter
 
 __all__ = ["ViTAdapter"]
 
@@ -17,11 +18,11 @@ __all__ = ["ViTAdapter"]
 class ViTAdapter(EncoderAdapter):
     """``embeddings`` -> ``layers`` -> ``layernorm`` (-> ``pooler``; -> ``classifier`` on CLS)."""
 
-    model_classes = ("ViTModel", "ViTForImageClassification")
+    model_classes = (ViTModel, ViTForImageClassification)
 
     @property
     def vision(self) -> nn.Module:
-        return self.model if type(self.model).__name__ == "ViTModel" else self.model.vit
+        return self.model if isinstance(self.model, ViTModel) else self.model.vit
 
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         dtype = self.vision.embeddings.patch_embeddings.projection.weight.dtype
@@ -31,11 +32,18 @@ class ViTAdapter(EncoderAdapter):
     def layers(self) -> nn.ModuleList:
         return self.vision.layers
 
+    def layer_parts(self, layer: nn.Module) -> LayerParts:
+        attn = layer.attention
+        return LayerParts(norm1=layer.layernorm_before, q=attn.q_proj, k=attn.k_proj, v=attn.v_proj, out=attn.o_proj,
+                          norm2=layer.layernorm_after, mlp=layer.mlp, num_heads=int(attn.num_attention_heads),
+                          head_dim=int(attn.head_dim), scale=float(attn.scaling),
+                          attention_dropout=float(attn.attention_dropout), attention=attn, residual_dropout=layer.dropout)
+
     def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
         if kwargs:
             raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
         sequence = self.vision.layernorm(hidden)
-        if type(self.model).__name__ == "ViTForImageClassification":
+        if isinstance(self.model, ViTForImageClassification):
             return ImageClassifierOutput(logits=self.model.classifier(sequence[:, 0]))
         pooled = self.vision.pooler(sequence) if self.vision.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=pooled)
