@@ -12,21 +12,24 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 from .config import PreprocessConfig, VocabularyConfig
+from .data import DATASET_ALIASES
 
-if TYPE_CHECKING:
-    from .vocabulary import VisualVocabulary
+
+class VisualVocabulary(Protocol):
+    """What a card reads of a vocabulary (a :class:`vwt.VisualVocabulary`; no import, so no cycle)."""
+
+    centroids: torch.Tensor
+    config: VocabularyConfig
 
 __all__ = ["DEFAULT_THRESHOLDS", "TokenCountStats", "token_count_stats", "vocabulary_card"]
 
 logger = logging.getLogger(__name__)
-
-_DATASET_IDS = {"imagenet": "ILSVRC/imagenet-1k"}
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.2)
 """Cosine-distance thresholds reported in a card's token-count table."""
@@ -79,7 +82,7 @@ def token_count_stats(
     Returns:
         One :class:`TokenCountStats` per threshold, in the given order.
     """
-    from .matching import cosine_distance_to_words, group_tokens
+    from .matching import apply_threshold, cosine_distance_to_words, group_tokens
     from .patches import patchify
 
     if pixel_values is None:
@@ -91,7 +94,7 @@ def token_count_stats(
     num_images, num_patches = distance.shape
     stats = []
     for threshold in thresholds:
-        word_ids = torch.where(distance > threshold, torch.full_like(word, -1), word)  # as match_words
+        word_ids = apply_threshold(distance, word, threshold)
         _, counts = group_tokens(word_ids, vocabulary.config.k)  # [S], the tokenizer's num_tokens
         stats.append(
             TokenCountStats(
@@ -161,7 +164,7 @@ def vocabulary_card(
     """
     config = vocabulary if isinstance(vocabulary, VocabularyConfig) else vocabulary.config
     data = ModelCardData(**(card_data.to_dict() if card_data is not None else {}))
-    dataset_id = _DATASET_IDS.get(config.dataset, config.dataset)
+    dataset_id = DATASET_ALIASES.get(config.dataset, config.dataset)
     if "/" in dataset_id and not dataset_id.startswith(("/", ".", "~")):
         data.datasets = [dataset_id]
     c, pre = config, config.preprocess

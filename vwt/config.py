@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -87,6 +88,11 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> PreprocessConfig:
         return dataclass_from_dict(cls, data, source)
+
+    def same_normalization(self, other: PreprocessConfig) -> bool:
+        """Whether ``other`` normalizes pixels with the same mean and std (to float32 rounding)."""
+        close = lambda a, b: len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-5) for x, y in zip(a, b))  # noqa: E731
+        return close(self.image_mean, other.image_mean) and close(self.image_std, other.image_std)
 
 
 @dataclass(frozen=True)

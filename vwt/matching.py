@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "cosine_distance_to_words",
+    "apply_threshold",
     "match_words",
     "group_tokens",
     "keep_top_variance",
@@ -60,6 +61,18 @@ def match_words(patches: torch.Tensor, words: torch.Tensor, threshold: float, *,
         ``[B, N]`` int64 word ids, -1 for unmatched patches.
     """
     distance, word = cosine_distance_to_words(patches, words, unit_words=unit_words)
+    return apply_threshold(distance, word, threshold)
+
+
+def apply_threshold(distance: torch.Tensor, word: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The matching rule: ``word`` where ``distance <= threshold``, else -1 (strictly greater: no word).
+
+    Args:
+        distance: ``[...]`` cosine distance to the nearest word; word: ``[...]`` int64 its index.
+
+    Returns:
+        ``[...]`` int64 word ids, -1 for unmatched patches.
+    """
     return torch.where(distance > threshold, torch.full_like(word, -1), word)
 
 

@@ -26,6 +26,7 @@ from huggingface_hub import ModelHubMixin
 from huggingface_hub.errors import EntryNotFoundError
 from transformers import BatchFeature
 
+from .card import vocabulary_card
 from .config import PreprocessConfig, dataclass_from_dict
 from .matching import group_tokens, keep_top_variance, match_words, token_attention_mask
 from .patches import patch_variance, patchify
@@ -52,11 +53,6 @@ class TokenizerConfig:
     threshold: float = 0.1
 
 
-def _same_normalization(a: PreprocessConfig, b: PreprocessConfig) -> bool:
-    close = lambda x, y: len(x) == len(y) and all(math.isclose(u, v, rel_tol=1e-5) for u, v in zip(x, y))  # noqa: E731
-    return close(a.image_mean, b.image_mean) and close(a.image_std, b.image_std)
-
-
 class _PatchTokenizer:
     """Shared input handling: images or pixel values to checked ``[B, C, H, W]`` and patches."""
 
@@ -69,7 +65,7 @@ class _PatchTokenizer:
         if image_processor is None:
             return image_processor_from_config(self.preprocess)
         given = preprocess_config(image_processor)
-        if not _same_normalization(given, self.preprocess):
+        if not given.same_normalization(self.preprocess):
             raise ValueError(
                 f"the image processor normalizes with mean {list(given.image_mean)} / std {list(given.image_std)}, "
                 f"but the patches were taken with mean {list(self.preprocess.image_mean)} / std "
@@ -183,8 +179,6 @@ class VisualWordTokenizer(
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
         """The vocabulary's card, plus this tokenizer's threshold (also added to the token-count table)."""
-        from .card import vocabulary_card
-
         card_data = self._hub_mixin_info.model_card_data
         return vocabulary_card(self.vocabulary, card_data, threshold=self.threshold, **kwargs)
 

@@ -13,6 +13,7 @@ from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .card import vocabulary_card
 from .config import ConfigError, VocabularyConfig
 
 __all__ = ["VisualVocabulary", "VocabularyLoadError", "VOCAB_FILE", "CONFIG_FILE", "check_local_path", "resolve_file"]
@@ -104,8 +105,6 @@ class VisualVocabulary(
         (save_directory / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        from .card import vocabulary_card
-
         return vocabulary_card(self, self._hub_mixin_info.model_card_data, **kwargs)
 
     @classmethod

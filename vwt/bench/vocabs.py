@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
+from ..config import ConfigError, PreprocessConfig
 from ..data import sample_images
 from ..preprocess import preprocess_config
 from .models import BenchModel
@@ -27,16 +27,13 @@ def vocabulary_roots() -> list[Path]:
     return unique
 
 
-def _close(a: Any, b: Any) -> bool:
-    return len(a) == len(b) and all(math.isclose(float(x), float(y), rel_tol=1e-5) for x, y in zip(a, b))
-
-
 def _fits(config: dict[str, Any], bench: BenchModel) -> bool:
-    preprocess = preprocess_config(bench.image_processor)
-    vocab_pre = config.get("preprocess", {})
-    return (config.get("patch_size") == bench.patch_size
-            and _close(vocab_pre.get("image_mean", ()), preprocess.image_mean)
-            and _close(vocab_pre.get("image_std", ()), preprocess.image_std))
+    try:
+        vocab_pre = PreprocessConfig.from_dict(config.get("preprocess"))
+    except ConfigError:
+        return False
+    return config.get("patch_size") == bench.patch_size and vocab_pre.same_normalization(
+        preprocess_config(bench.image_processor))
 
 
 def matching_vocabularies(bench: BenchModel, roots: list[Path] | None = None) -> dict[int, Path]:
