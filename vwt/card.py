@@ -18,7 +18,10 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 from .config import PreprocessConfig, VocabularyConfig
-from .data import DATASET_ALIASES
+from .data import DATASET_ALIASES, sample_images
+from .matching import apply_threshold, cosine_distance_to_words, group_tokens
+from .patches import patchify
+from .preprocess import image_processor_from_config, preprocess_images
 
 
 class VisualVocabulary(Protocol):
@@ -54,9 +57,6 @@ class TokenCountStats:
 @functools.lru_cache(maxsize=4)
 def _sample_pixel_values(preprocess_json: str) -> torch.Tensor:
     """The sample photos preprocessed by the recorded processor: ``[S, C, H, W]`` float32 (cached per processor)."""
-    from .data import sample_images
-    from .preprocess import image_processor_from_config, preprocess_images
-
     preprocess = PreprocessConfig.from_dict(json.loads(preprocess_json), "preprocess")
     processor = image_processor_from_config(preprocess)
     return preprocess_images([image for _, image in sample_images()], processor)
@@ -82,9 +82,6 @@ def token_count_stats(
     Returns:
         One :class:`TokenCountStats` per threshold, in the given order.
     """
-    from .matching import apply_threshold, cosine_distance_to_words, group_tokens
-    from .patches import patchify
-
     if pixel_values is None:
         preprocess = json.dumps(vocabulary.config.to_dict()["preprocess"], sort_keys=True)
         pixel_values = _sample_pixel_values(preprocess)

@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .baselines.tome import ToMe
+from .data import sample_images
+from .preprocess import preprocess_config, preprocess_images
+from .tokenizer import IntraImageTokenizer, VisualWordTokenizer
 from .viz import draw_tokens, image_from_pixel_values, side_by_side, source_to_patch_to_token
+from .vocabulary import VisualVocabulary
 
 __all__ = [
     "CAPTION_HEIGHT",
@@ -60,8 +65,6 @@ def load_image(spec: str | os.PathLike | None = None) -> tuple[str, Any]:
     """
     from PIL import Image
 
-    from .data import sample_images
-
     spec = DEFAULT_IMAGE if spec is None else str(spec)
     path = Path(spec).expanduser()
     if path.is_file():
@@ -90,8 +93,6 @@ def _rescale_factor(processor: Any) -> float:
 
 
 def _display(pixel_values: torch.Tensor, processor: Any) -> np.ndarray:
-    from .preprocess import preprocess_config
-
     pre = preprocess_config(processor)
     return image_from_pixel_values(pixel_values[0], pre.image_mean, pre.image_std, _rescale_factor(processor))
 
@@ -105,9 +106,6 @@ def _rendered(image: np.ndarray, patch_size: int, patch_to_token: np.ndarray, ca
 
 def render_vwt(image: Any, vocabulary: Any, threshold: float = 0.1) -> Rendered:
     """Visual words: ``vocabulary`` is a :class:`~vwt.VisualVocabulary` or its directory / hub id."""
-    from .tokenizer import VisualWordTokenizer
-    from .vocabulary import VisualVocabulary
-
     if not isinstance(vocabulary, VisualVocabulary):
         vocabulary = VisualVocabulary.from_pretrained(str(vocabulary))
     tokenizer = VisualWordTokenizer(vocabulary, threshold=threshold)
@@ -120,8 +118,6 @@ def render_vwt(image: Any, vocabulary: Any, threshold: float = 0.1) -> Rendered:
 
 def render_intra(image: Any, keep: float | int = 0.5, patch_size: int = 16, image_processor: Any = None) -> Rendered:
     """Intra-image: keep the ``keep`` patches of highest pixel variance (default processor: CLIP ViT-B/16's)."""
-    from .tokenizer import IntraImageTokenizer
-
     tokenizer = IntraImageTokenizer(keep=keep, patch_size=patch_size, image_processor=image_processor)
     batch = tokenizer([image])
     p2t = batch["patch_to_token"][0].numpy()
@@ -132,9 +128,6 @@ def render_intra(image: Any, keep: float | int = 0.5, patch_size: int = 16, imag
 @torch.no_grad()
 def render_tome(image: Any, model: torch.nn.Module, image_processor: Any, r: int = 12) -> Rendered:
     """ToMe with ``r`` merges per layer on ``model``; the final tokens' patches come from ``source``."""
-    from .baselines.tome import ToMe
-    from .preprocess import preprocess_images
-
     pixel_values = preprocess_images([image], image_processor)
     tome = ToMe(model, r=r, trace_source=True)
     p2t = source_to_patch_to_token(tome(pixel_values).source[0])

@@ -25,7 +25,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data import iter_images
 from ..methods import Runner
+from ..preprocess import preprocess_images
+from .fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist
 from .features import pooled_features
 
 __all__ = ["fashion_mnist_pixel_values", "extract_features", "linear_probe", "load_labeled_folder",
@@ -103,7 +106,6 @@ def linear_probe(runners: Mapping[str, Runner], *, base_label: str = "base", ima
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist
 
     train_images, train_labels = load_fashion_mnist("train", limit=train_size, data_dir=data_dir)
     test_images, test_labels = load_fashion_mnist("test", limit=test_size, data_dir=data_dir)
@@ -139,9 +141,6 @@ def linear_probe(runners: Mapping[str, Runner], *, base_label: str = "base", ima
 def load_labeled_folder(folder: str | os.PathLike,
                         image_processor: Any) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """A folder of class sub-folders -> ``pixel_values [N, C, H, W]``, ``labels [N]`` and the sorted class names."""
-    from ..data import iter_images
-    from ..preprocess import preprocess_images
-
     root = Path(folder)
     classnames = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classnames:

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..methods import Method, Runner, load
+from ..version import __version__
 from .energy import EnergyMeter, open_energy_meter
 from .features import cosine_to_reference, feature_name, pooled_features
 from .flops import count_flops
@@ -54,7 +55,6 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 def _environment(device: torch.device) -> dict[str, Any]:
     import transformers
 
-    from ..version import __version__
 
     env = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
            "transformers": transformers.__version__, "vwt": __version__, "torch_threads": torch.get_num_threads(),

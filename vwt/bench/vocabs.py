@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..build import build_vocabulary
 from ..config import ConfigError, PreprocessConfig
 from ..data import sample_images
 from ..preprocess import preprocess_config
@@ -83,7 +84,6 @@ def resolve_vocabulary(bench: BenchModel, k: int, build_dir: str | Path | None =
     out = Path(build_dir) / f"sample-p{bench.patch_size}-k{k}"
     if (out / "vocab.safetensors").is_file():
         return str(out), k
-    from ..build import build_vocabulary
 
     logger.info("building a k=%d vocabulary for %s from the sample photos into %s", k, bench.name, out)
     build_vocabulary("sample", k, patch_size=bench.patch_size, image_processor=bench.image_processor, seed=0,
