@@ -14,7 +14,9 @@ from transformers import (
 )
 
 from vwt import VisualVocabulary, VocabularyConfig
+from vwt.batching import BATCHING
 from vwt.encoders import VisualWordModel, adapter_for, embed_tokens
+from vwt.encoders.run import run_layers
 from vwt.preprocess import default_image_processor, preprocess_config
 from vwt.tokenizer import IntraImageTokenizer, VisualWordTokenizer
 
@@ -75,10 +77,12 @@ def _call(model, batch, batching="pad", **kwargs):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("tokenizer", [VisualWordTokenizer(_vocab(), threshold=-1.0), IntraImageTokenizer(1.0, P)],
                          ids=["vwt-threshold-minus-one", "intra-keep-all"])
-def test_a_tokenizer_that_reduces_nothing_reproduces_the_unmodified_model(name, tokenizer):
-    model, pixels = _model(name), _pixels()
+def test_a_tokenizer_that_reduces_nothing_reproduces_the_unmodified_model(name, attn, tokenizer):
+    """With size-aware attention on (the default): every token is one patch, log 1 = 0."""
+    model, pixels = _model(name, attn), _pixels()
     with torch.no_grad():
         reference = model(pixel_values=pixels) if name != "clip" else model.get_image_features(pixel_values=pixels)
     got = _call(model, tokenizer(pixel_values=pixels))
@@ -106,6 +110,7 @@ def test_in_a_batch_each_image_gets_its_own_result_whatever_the_batching(name, a
     tokenizer = VisualWordTokenizer(_vocab(), threshold=0.1)
     batch = tokenizer(pixel_values=pixels)
     assert len(set(batch["num_tokens"].tolist())) > 1, "the test needs images of different token counts"
+    assert (batch["token_sizes"] > 1).any(), "the test needs merged tokens (a size bias)"
     together = _outputs(model, _call(model, batch, batching))
     for i in range(len(pixels)):
         alone = _outputs(model, _call(model, tokenizer(pixel_values=pixels[i : i + 1])))
@@ -194,3 +199,117 @@ def test_a_subclass_of_a_supported_model_is_driven_by_its_family_adapter():
     batch = IntraImageTokenizer(1.0, P)(pixel_values=_pixels())
     torch.testing.assert_close(_call(model, batch).last_hidden_state,
                                model(pixel_values=batch["pixel_values"]).last_hidden_state, rtol=1e-5, atol=1e-5)
+
+
+# --- size-aware (proportional) attention ------------------------------------------------------------
+
+
+def _merged_batch(pixels=None):
+    batch = VisualWordTokenizer(_vocab(), threshold=0.1)(pixel_values=_pixels() if pixels is None else pixels)
+    assert (batch["token_sizes"] > 1).any()
+    return batch
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_a_token_of_size_s_attends_like_s_copies_of_one_patch(name, attn):
+    """log(s) added to a key's logit is exactly the softmax weight of s identical keys, in every layer."""
+    model = _model(name, attn)
+    wrapped = VisualWordModel(model)
+    batch = _merged_batch(_pixels()[1:2])  # half flat: one large token and many single patches
+    with torch.no_grad():
+        merged, _ = wrapped.hidden_states(batch)
+        tokens = wrapped.embed(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"],
+                               batch["token_sizes"])
+        sizes = tokens.sizes[0]
+        copies = run_layers(wrapped.adapter.layers, tokens.hidden[0].repeat_interleave(sizes, dim=0)[None], None)
+    first_copy = sizes.cumsum(0) - sizes
+    # Same arithmetic up to summation order: float32 rounding, far below the size bias's effect (> 1e-2).
+    torch.testing.assert_close(merged[0], copies[0, first_copy], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_the_size_bias_is_log_size_added_to_the_attention_logits(attn):
+    """A written-out ViT layer: softmax(q k^T * scale + log(size of the key)), padding keys excluded."""
+    torch.manual_seed(0)
+    model = ViTModel(ViTConfig(**{**VISION, "num_hidden_layers": 1}, attn_implementation=attn)).eval()
+    batch = _merged_batch()
+    wrapped = VisualWordModel(model)
+    with torch.no_grad():
+        got, mask = wrapped.hidden_states(**batch)
+        tokens = wrapped.embed(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"])
+        layer, attention = model.layers[0], model.layers[0].attention
+        b, s, _ = tokens.hidden.shape
+        x = layer.layernorm_before(tokens.hidden)
+        q, k, v = (proj(x).view(b, s, VISION["num_attention_heads"], -1).transpose(1, 2)
+                   for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
+        logits = q @ k.transpose(-1, -2) * attention.scaling + tokens.sizes.clamp_min(1).log()[:, None, None, :]
+        logits = logits.masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
+        hidden = tokens.hidden + attention.o_proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(b, s, -1))
+        expected = hidden + layer.mlp(layer.layernorm_after(hidden))
+    real = mask.bool()
+    torch.testing.assert_close(got[real], expected[real], rtol=1e-5, atol=1e-5)  # float32 rounding only
+    assert tokens.sizes[real].max() > 1 and (tokens.sizes[~real] == 0).all() and (tokens.sizes[:, 0] == 1).all()
+
+
+@pytest.mark.parametrize("batching", BATCHING)
+def test_proportional_attention_off_is_the_paper_and_equals_sizes_of_one(batching):
+    model, batch = _model("vit", "sdpa"), _merged_batch()
+    real = batch["attention_mask"].bool()
+    ones = {**batch, "token_sizes": (batch["token_sizes"] > 0).long()}
+    with torch.no_grad():
+        paper = VisualWordModel(model, batching=batching, proportional_attention=False)(**batch)
+        unit = VisualWordModel(model, batching=batching)(**ones)
+        sized = VisualWordModel(model, batching=batching)(**batch)
+    # The paper's boolean mask and a float mask of zeros: the same softmax up to float32 rounding.
+    torch.testing.assert_close(unit.last_hidden_state[real], paper.last_hidden_state[real], rtol=1e-5, atol=1e-5)
+    assert (sized.pooler_output - paper.pooler_output).abs().max() > 1e-3  # and the bias does change the result
+
+
+def test_no_attention_mask_at_all_when_nothing_is_padded_or_merged():
+    model, pixels = _model("vit", "sdpa"), _pixels()
+    masks = []
+    hook = model.layers[0].register_forward_pre_hook(lambda module, args: masks.append(args[1]))
+    try:
+        with torch.no_grad():
+            VisualWordModel(model)(pixel_values=pixels)
+            VisualWordModel(model)(IntraImageTokenizer(1.0, P)(pixel_values=pixels))
+            VisualWordModel(model)(_merged_batch())
+    finally:
+        hook.remove()
+    assert masks[0] is None and masks[1] is None
+    assert masks[2].dtype == torch.float32 and masks[2].shape == (3, 1, 1, 17)
+
+
+def test_flash_or_flex_attention_cannot_take_the_size_bias():
+    model = _model("vit", "eager")
+    model.config._attn_implementation = "flex_attention"  # only the name is read; nothing runs
+    try:
+        with pytest.raises(ValueError, match="proportional_attention=False"):
+            VisualWordModel(model)
+        VisualWordModel(model, proportional_attention=False)
+    finally:
+        model.config._attn_implementation = "eager"
+
+
+# --- an nn.Module ----------------------------------------------------------------------------------
+
+
+def test_the_wrapper_is_a_module_that_passes_through_to_the_model():
+    model, batch = _model("vit"), _merged_batch()
+    wrapped = VisualWordModel(model)
+    assert isinstance(wrapped, torch.nn.Module)
+    assert list(wrapped.state_dict()) == ["model." + key for key in model.state_dict()]
+    assert wrapped.train() is wrapped and model.training
+    wrapped.eval()
+    assert not model.training
+    with torch.no_grad():
+        single = wrapped(**batch)  # the tokenizer's num_tokens and word_ids are ignored
+        assert torch.equal(wrapped(batch).pooler_output, single.pooler_output)
+        wrapped.to(torch.float64)
+        assert next(model.parameters()).dtype == torch.float64
+        double = wrapped(**batch)
+    assert double.pooler_output.dtype == torch.float64
+    # float64 against float32: the float32 run's rounding (~1e-6 relative) bounds the difference.
+    torch.testing.assert_close(double.pooler_output.float(), single.pooler_output, rtol=1e-4, atol=1e-5)
+    assert wrapped.half() is wrapped and next(model.parameters()).dtype == torch.float16

@@ -293,11 +293,11 @@ def test_blip_refuses_sdpa_and_its_vision_mask_works_in_either_format(blip, padd
     with pytest.raises(ValueError, match="scaled_dot_product_attention"):
         BlipForConditionalGeneration._from_config(_blip_config(), attn_implementation="sdpa")
     vision_config = blip.vision_model.config
-    with torch.no_grad():
-        eager = VisualWordModel(blip)(padded_batch)
+    with torch.no_grad():  # the paper's masks (proportional attention always builds a float mask)
+        eager = VisualWordModel(blip, proportional_attention=False)(padded_batch)
         vision_config._attn_implementation = "sdpa"  # only changes the mask format the runner builds
         try:
-            as_bool = VisualWordModel(blip)(padded_batch)
+            as_bool = VisualWordModel(blip, proportional_attention=False)(padded_batch)
         finally:
             vision_config._attn_implementation = "eager"
     real = padded_batch["attention_mask"].bool()
@@ -315,3 +315,30 @@ def test_models_without_a_text_tower_say_so(siglip_vision, blip_vision, padded_b
         VisualWordModel(blip_vision).generate(padded_batch)
     with pytest.raises(TypeError, match="does not generate text"):
         VisualWordModel(siglip_vision).generate(padded_batch)
+
+
+# --- size-aware attention ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["siglip_vision", "siglip_classifier", "blip_vision"])
+def test_a_token_of_size_s_counts_as_s_copies_in_the_layers_and_the_pooling(request, name, mixed_pixel_values):
+    """log(s) on a key's logit (layers, SigLIP's attention pool) and weight s in SigLIP's classifier mean
+    are exactly s identical copies of the token."""
+    from vwt.encoders.run import run_layers
+
+    model = request.getfixturevalue(name)
+    wrapped = VisualWordModel(model)
+    batch = _tokenizer(threshold=2.0)(pixel_values=mixed_pixel_values[1:2])
+    assert batch["token_sizes"].max() > 1
+    with torch.no_grad():
+        merged = wrapped(batch)
+        tokens = wrapped.embed(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"])
+        copies = run_layers(wrapped.adapter.layers, tokens.hidden[0].repeat_interleave(tokens.sizes[0], dim=0)[None],
+                            None)
+        expected = wrapped.adapter.outputs(copies, torch.ones(copies.shape[:2], dtype=torch.long))
+    first_copy = tokens.sizes[0].cumsum(0) - tokens.sizes[0]
+    if name == "siglip_classifier":  # float32 rounding of the same arithmetic in another order
+        torch.testing.assert_close(merged.logits, expected.logits, **TIGHT)
+        return
+    torch.testing.assert_close(merged.last_hidden_state[0], expected.last_hidden_state[0, first_copy], **TIGHT)
+    torch.testing.assert_close(merged.pooler_output, expected.pooler_output, **TIGHT)

@@ -7,6 +7,7 @@ from vwt.matching import (
     match_words,
     merge_tokens,
     token_attention_mask,
+    token_sizes,
 )
 
 WORDS = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -48,3 +49,8 @@ def test_a_merged_token_is_the_mean_of_its_members_and_padding_is_zero():
 
 def test_attention_mask_has_cls_then_tokens_then_padding():
     assert token_attention_mask(torch.tensor([2, 4])).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_token_sizes_count_the_patches_of_each_token_and_zero_for_padding():
+    patch_to_token = torch.tensor([[0, 1, 0, -1, 0], [0, 1, 2, 3, 4]])
+    assert token_sizes(patch_to_token, 5).tolist() == [[3, 1, 0, 0, 0], [1, 1, 1, 1, 1]]

@@ -25,6 +25,9 @@ def test_visual_word_tokenizer_returns_a_batch_feature_with_consistent_fields():
     assert batch["attention_mask"].shape == (b, 1 + t)
     assert batch["word_ids"].shape == (b, t)
     assert batch["attention_mask"].sum(1).tolist() == (batch["num_tokens"] + 1).tolist()
+    assert batch["token_sizes"].shape == (b, t) and batch["token_sizes"].dtype == torch.int64
+    assert batch["token_sizes"].sum(1).tolist() == [n] * b  # every patch in exactly one token
+    assert torch.equal(batch["token_sizes"] > 0, batch["attention_mask"][:, 1:] == 1)  # 0 only for padding
     for i in range(b):  # every token of an image has at least one patch; tokens are 0..num_tokens-1
         assert sorted(set(batch["patch_to_token"][i].tolist())) == list(range(int(batch["num_tokens"][i])))
 
@@ -59,6 +62,7 @@ def test_intra_image_tokenizer_keeps_the_highest_variance_patches():
     batch = IntraImageTokenizer(keep=1, patch_size=4)(pixel_values=pixels)
     assert batch["patch_to_token"].tolist() == [[-1, -1, -1, 0]]
     assert IntraImageTokenizer(keep=0.5, patch_size=4)(pixel_values=pixels)["num_tokens"].tolist() == [2]
+    assert IntraImageTokenizer(keep=0.5, patch_size=4)(pixel_values=pixels)["token_sizes"].tolist() == [[1, 1]]
     assert IntraImageTokenizer(keep=1.0, patch_size=4)(pixel_values=pixels)["patch_to_token"].tolist() == [[0, 1, 2, 3]]
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "keep_top_variance",
     "merge_tokens",
     "token_attention_mask",
+    "token_sizes",
 ]
 
 
@@ -154,3 +155,20 @@ def token_attention_mask(num_tokens: torch.Tensor, length: int | None = None, pr
     mask = positions.unsqueeze(0) < num_tokens.unsqueeze(1)
     ones = torch.ones(num_tokens.shape[0], prefix, dtype=torch.bool, device=num_tokens.device)
     return torch.cat([ones, mask], dim=1).long()
+
+
+def token_sizes(patch_to_token: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Patches per token: how many patches each token stands for (dropped patches count nowhere).
+
+    Args:
+        patch_to_token: ``[B, N]`` int64, values in ``[-1, num_tokens)``.
+        num_tokens: T, the padded token length.
+
+    Returns:
+        ``[B, T]`` int64; 0 for padding.
+    """
+    b = patch_to_token.shape[0]
+    # Dropped patches go to an extra slot T that is cut off afterwards.
+    index = torch.where(patch_to_token >= 0, patch_to_token, torch.full_like(patch_to_token, num_tokens))
+    sizes = torch.zeros(b, num_tokens + 1, dtype=torch.long, device=patch_to_token.device)
+    return sizes.scatter_add_(1, index, torch.ones_like(index))[:, :num_tokens]

@@ -76,8 +76,9 @@ def _bind_base(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], Met
 _NEEDS_TEXT = {"CLIPModel", "SiglipModel", "BlipForConditionalGeneration"}
 
 
-def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str) -> Callable[[torch.Tensor], MethodResult]:
-    wrapped = VisualWordModel(model, batching=batching)
+def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
+                    proportional_attention: bool) -> Callable[[torch.Tensor], MethodResult]:
+    wrapped = VisualWordModel(model, batching=batching, proportional_attention=proportional_attention)
     prefix = int(wrapped.adapter.has_cls)
 
     def run(pixel_values: torch.Tensor) -> MethodResult:
@@ -96,8 +97,8 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str) -> Callable
     return run
 
 
-def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None,
-              batching: str = "pad") -> Callable[[torch.Tensor], MethodResult]:
+def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None, batching: str = "pad",
+              proportional_attention: bool = True) -> Callable[[torch.Tensor], MethodResult]:
     from .tokenizer import VisualWordTokenizer
 
     if vocab is None:
@@ -111,15 +112,16 @@ def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = Non
     adapter = adapter_for(model)
     if tokenizer.patch_size != adapter.patch_size:
         raise ValueError(f"the vocabulary has patch size {tokenizer.patch_size}, the model {adapter.patch_size}")
-    return _bind_tokenizer(model, tokenizer, batching)
+    return _bind_tokenizer(model, tokenizer, batching, proportional_attention)
 
 
-def _bind_intra(model: nn.Module, keep: int | float = 0.5, batching: str = "pad") -> Callable[[torch.Tensor], MethodResult]:
+def _bind_intra(model: nn.Module, keep: int | float = 0.5, batching: str = "pad",
+                proportional_attention: bool = True) -> Callable[[torch.Tensor], MethodResult]:
     from .tokenizer import IntraImageTokenizer
 
     adapter = adapter_for(model)
     tokenizer = IntraImageTokenizer(keep, adapter.patch_size, num_channels=adapter.num_channels)
-    return _bind_tokenizer(model, tokenizer, batching)
+    return _bind_tokenizer(model, tokenizer, batching, proportional_attention)
 
 
 def _bind_tome(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], MethodResult]:
@@ -184,9 +186,9 @@ def load(name: str, **options: Any) -> Method:
     """A method by name with its options.
 
     Args:
-        name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=``, ``batching=``); ``intra``
-            (``keep=``, ``batching=``); ``tome`` (``r=``, ``schedule=``); ``dynamicvit`` (``predictor=``
-            directory, or ``keep_ratio=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
+        name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=``, ``batching=``,
+            ``proportional_attention=``); ``intra`` (``keep=``, ``batching=``, ``proportional_attention=``);
+            ``tome`` (``r=``, ``schedule=``); ``dynamicvit`` (``predictor=`` directory, or ``keep_ratio=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
             ``bucket`` or ``pack`` (see :class:`vwt.encoders.VisualWordModel`).
     """
     if name not in METHODS:

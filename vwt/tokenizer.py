@@ -6,6 +6,8 @@ Both return a :class:`transformers.BatchFeature` with
 - ``patch_to_token`` ``[B, N]`` int64: the token each patch lands in, -1 if dropped;
 - ``attention_mask`` ``[B, 1 + T]`` int64: CLS plus each image's tokens are 1, padding 0;
 - ``num_tokens`` ``[B]`` int64: tokens per image, CLS excluded;
+- ``token_sizes`` ``[B, T]`` int64: patches per token (1 for a kept patch, 0 for padding), for
+  size-aware attention;
 - ``word_ids`` ``[B, T]`` int64 (visual words only): the word of each token, -1 for a patch that
   matched no word and for padding.
 """
@@ -28,7 +30,7 @@ from transformers import BatchFeature
 
 from .card import vocabulary_card
 from .config import PreprocessConfig, dataclass_from_dict
-from .matching import group_tokens, keep_top_variance, match_words, token_attention_mask
+from .matching import group_tokens, keep_top_variance, match_words, token_attention_mask, token_sizes
 from .patches import patch_variance, patchify
 from .preprocess import (
     default_image_processor,
@@ -101,11 +103,13 @@ class _PatchTokenizer:
 
     def _batch(self, pixel_values: torch.Tensor, patch_to_token: torch.Tensor, num_tokens: torch.Tensor,
                return_tensors: str | None, **extra: torch.Tensor) -> BatchFeature:
+        length = int(num_tokens.max())
         data = {
             "pixel_values": pixel_values,
             "patch_to_token": patch_to_token,
-            "attention_mask": token_attention_mask(num_tokens),
+            "attention_mask": token_attention_mask(num_tokens, length),
             "num_tokens": num_tokens,
+            "token_sizes": token_sizes(patch_to_token, length),
             **extra,
         }
         return BatchFeature(data=data, tensor_type=return_tensors)

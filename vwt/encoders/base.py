@@ -112,10 +112,12 @@ class EncoderAdapter(ABC):
         raise TypeError(f"{type(self).__name__} does not expose the pieces of {type(layer).__name__} layers")
 
     @abstractmethod
-    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_sizes: torch.Tensor | None = None,
+                **kwargs: Any) -> Any:
         """The model's usual output object from the last layer's hidden states ``[B, S, D]``.
 
-        ``attention_mask`` is the 2D ``[B, S]`` padding mask (1 real, 0 padding).
+        ``attention_mask`` is the 2D ``[B, S]`` padding mask (1 real, 0 padding); ``token_sizes``
+        ``[B, S]`` the patches per token for size-aware pooling (None: every token one patch).
         """
 
 

@@ -101,8 +101,9 @@ class BlipAdapter(EncoderAdapter):
             raise TypeError(f"{name} has no text decoder: text needs a BlipForConditionalGeneration")
         return self.model
 
-    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, *, input_ids: torch.Tensor | None = None,
-                text_attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_sizes: torch.Tensor | None = None,
+                *, input_ids: torch.Tensor | None = None, text_attention_mask: torch.Tensor | None = None,
+                **kwargs: Any) -> Any:
         """Vision features; with ``input_ids`` (BlipForConditionalGeneration) the text decoder's logits too."""
         if kwargs:
             raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")

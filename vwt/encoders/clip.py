@@ -47,8 +47,9 @@ class CLIPAdapter(EncoderAdapter):
     def layer_parts(self, layer: nn.Module) -> LayerParts:
         return clip_layer_parts(layer)
 
-    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, *, input_ids: torch.Tensor | None = None,
-                text_attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_sizes: torch.Tensor | None = None,
+                *, input_ids: torch.Tensor | None = None, text_attention_mask: torch.Tensor | None = None,
+                **kwargs: Any) -> Any:
         if kwargs:
             raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
         pooled = self.vision.post_layernorm(hidden[:, 0])

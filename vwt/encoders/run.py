@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,9 +12,11 @@ from transformers.masking_utils import create_bidirectional_mask, packed_sequenc
 
 from ..batching import BATCHING, pack, plan_buckets, plan_packing, unpack
 from ..matching import merge_tokens, token_attention_mask
+from ..matching import token_sizes as count_token_sizes
 from .base import EncoderAdapter, adapter_for
+from .masks import attention_bias, is_plain, padding_allowed, segment_allowed, with_cls_size
 
-__all__ = ["VisualWordModel", "encode", "embed_tokens", "check_batch", "check_pixels"]
+__all__ = ["VisualWordModel", "TokenSequence", "encode", "embed_tokens", "check_batch", "check_pixels", "run_layers"]
 
 
 def check_pixels(adapter: EncoderAdapter, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> int:
@@ -60,89 +63,153 @@ def embed_tokens(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_t
     return torch.cat([embeddings[:, :prefix], tokens], dim=1)
 
 
-def _inputs(batch: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """``pixel_values``, ``patch_to_token`` and ``attention_mask`` from keyword arguments or the batch.
-
-    Found keys are popped from ``kwargs``; what is left goes to the family's head.
-    """
-    found = []
-    for name in ("pixel_values", "patch_to_token", "attention_mask"):
-        value = kwargs.pop(name, None)
-        found.append(value if value is not None or batch is None else batch.get(name))
-    return tuple(found)
+def run_layers(layers: Sequence[Callable[..., torch.Tensor]], hidden: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+    """Every layer in turn on ``[B, S, D]`` with one 4-D attention mask (or None)."""
+    for layer in layers:
+        hidden = layer(hidden, mask)
+    return hidden
 
 
-class VisualWordModel:
+@dataclass(frozen=True)
+class TokenSequence:
+    """A tokenized batch embedded for the layers: what :meth:`VisualWordModel.embed` returns."""
+
+    hidden: torch.Tensor  # [B, S, D] merged tokens, CLS first, after the model's pre-layer norm
+    mask: torch.Tensor  # [B, S] 1 real, 0 padding
+    sizes: torch.Tensor | None  # [B, S] patches per token (CLS 1, padding 0); None without proportional attention
+    num_patches: int  # N, patches per image before merging
+
+
+# Keys a tokenizer's batch carries that the model side does not need (``wrapped(**batch)`` ignores them).
+TOKENIZER_EXTRAS = ("num_tokens", "word_ids")
+_ATTENTION_WITH_FLOAT_MASKS = ("eager", "sdpa")
+
+
+def _unwrap_compiled(model: nn.Module) -> tuple[nn.Module, Callable[..., Any] | None]:
+    """A ``torch.compile``d module's original module, and a compiler with the same settings (or None)."""
+    original = getattr(model, "_orig_mod", None)
+    if type(model).__name__ != "OptimizedModule" or not isinstance(original, nn.Module):
+        return model, None
+    return original, getattr(model, "dynamo_ctx", None) or torch.compile
+
+
+class VisualWordModel(nn.Module):
     """An unmodified Hugging Face vision model that consumes a vwt tokenizer's output.
 
     Patch embeddings + position encodings are computed by the model's own embedding module,
     averaged into tokens by ``patch_to_token``, CLS kept first, then the model's own layers and
-    norms run with a padding mask built by ``create_bidirectional_mask``. Returns the model's usual
-    output type (``last_hidden_state``/``pooler_output``, CLIP ``image_embeds`` and logits, ViT
-    classification ``logits``, ...). Rows of ``last_hidden_state`` where ``attention_mask`` is 0 are
-    padding (for SigLIP, which has no CLS, the rows line up with ``attention_mask[:, 1:]``).
+    norms run with an attention mask. Returns the model's usual output type
+    (``last_hidden_state``/``pooler_output``, CLIP ``image_embeds`` and logits, ViT classification
+    ``logits``, ...). Rows of ``last_hidden_state`` where ``attention_mask`` is 0 are padding (for
+    SigLIP, which has no CLS, the rows line up with ``attention_mask[:, 1:]``).
+
+    Size-aware attention (``proportional_attention=True``, the default): a token that stands for
+    ``s`` patches gets ``log(s)`` added to the attention logits wherever it is a key, in every layer
+    and in SigLIP's attention-pooling head (SigLIP's classifier mean is weighted by size), CLS size 1.
+    The bias is an additive float mask (:func:`vwt.encoders.masks.attention_bias`), so the model needs
+    ``attn_implementation`` ``"eager"`` or ``"sdpa"``. With nothing padded and every token one patch,
+    no mask is passed at all (SDPA's fast path). ``False`` runs the paper's method: padding masks from
+    ``transformers.masking_utils.create_bidirectional_mask``, every token weighed as one patch.
+
+    An ``nn.Module`` holding the model as its submodule ``model``: ``.to()``, ``.eval()``, ``.half()``
+    and ``state_dict()`` (the model's keys prefixed with ``model.``) pass through. A
+    ``torch.compile``d model is accepted: the wrapper holds the original module and runs the layer
+    stack through a function compiled with the same settings. ``torch.compile(wrapped)`` works too;
+    it recompiles when the batch size or the padded token length changes (after the first change
+    dynamo marks them dynamic). With a token budget every batch has the same length, so a fixed batch
+    size never recompiles; ``"bucket"`` and ``"pack"`` plan on the host and break the graph.
 
     Args:
-        model: a supported Hugging Face model (see :func:`vwt.encoders.supported_models`).
+        model: a supported Hugging Face model (see :func:`vwt.encoders.supported_models`), or its
+            ``torch.compile``d version.
         batching: how images of different token counts share a batch: ``"pad"`` (pad to the longest),
             ``"bucket"`` (groups of similar length run separately) or ``"pack"`` (several images per
             sequence, block-diagonal attention). All give each image its own result.
         num_buckets: groups per batch for ``"bucket"``.
         pack_capacity: tokens per packed sequence for ``"pack"`` (default: the unreduced length).
+        proportional_attention: add ``log(size)`` of each key token to the attention logits.
 
     Example::
 
         batch = tokenizer(images)
-        outputs = VisualWordModel(model, batching="pack")(batch)
+        outputs = VisualWordModel(model, batching="pack")(**batch)  # or (batch)
     """
 
     def __init__(self, model: nn.Module, batching: str = "pad", num_buckets: int = 4,
-                 pack_capacity: int | None = None) -> None:
+                 pack_capacity: int | None = None, proportional_attention: bool = True) -> None:
+        super().__init__()
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
-        self.adapter = adapter_for(model)
-        self.model = model
+        original, compiler = _unwrap_compiled(model)
+        self.adapter = adapter_for(original)
+        self.model = self.adapter.model  # the submodule: .to(), .eval(), state_dict() reach it
         self.batching = batching
         self.num_buckets = num_buckets
         self.pack_capacity = pack_capacity
+        self.proportional_attention = bool(proportional_attention)
+        self._run_layers = compiler(run_layers) if compiler is not None else run_layers
+        attention = getattr(self.adapter.vision_config, "_attn_implementation", None)
+        if self.proportional_attention and attention not in (None, *_ATTENTION_WITH_FLOAT_MASKS):
+            raise ValueError(
+                f"proportional attention adds a float mask, which attn_implementation={attention!r} does not take: "
+                "load the model with attn_implementation='sdpa' or 'eager', or pass proportional_attention=False"
+            )
 
-    def __repr__(self) -> str:
-        return f"VisualWordModel({type(self.model).__name__}, batching={self.batching!r})"
+    def extra_repr(self) -> str:
+        return f"batching={self.batching!r}, proportional_attention={self.proportional_attention}"
 
-    def _layers(self, hidden: torch.Tensor, mask: torch.Tensor, num_patches: int) -> torch.Tensor:
-        """The model's layers on ``[B, S, D]`` with padding mask ``[B, S]``, batched as configured."""
-        config = self.adapter.vision_config
+    # --- masks and layers ----------------------------------------------------------------------
+
+    def _padded_layers(self, hidden: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None) -> torch.Tensor:
+        if sizes is None:  # the paper's method
+            mask_4d = create_bidirectional_mask(config=self.adapter.vision_config, inputs_embeds=hidden,
+                                                attention_mask=mask)
+        else:
+            mask_4d = None if is_plain(mask, sizes) else attention_bias(padding_allowed(mask), sizes, hidden.dtype)
+        return self._run_layers(self.adapter.layers, hidden, mask_4d)
+
+    def _packed_layers(self, hidden: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None,
+                       num_patches: int) -> torch.Tensor:
         lengths = mask.sum(1)
-        if self.batching == "pack" and len(hidden) > 1:
-            capacity = self.pack_capacity or int(self.adapter.has_cls) + num_patches
-            plan = plan_packing(lengths, capacity)
-            packed, segment = pack(hidden, lengths, plan)
-            mask_4d = create_bidirectional_mask(config=config, inputs_embeds=packed, attention_mask=None,
+        plan = plan_packing(lengths, self.pack_capacity or int(self.adapter.has_cls) + num_patches)
+        packed, segment = pack(hidden, lengths, plan)
+        if sizes is None:  # the paper's method
+            mask_4d = create_bidirectional_mask(config=self.adapter.vision_config, inputs_embeds=packed,
+                                                attention_mask=None,
                                                 and_mask_function=packed_sequence_mask_function(segment))
-            for layer in self.adapter.layers:
-                packed = layer(packed, mask_4d)
-            return unpack(packed, lengths, plan, hidden.shape[1])
+        else:
+            packed_sizes = pack(sizes.unsqueeze(-1).to(hidden.dtype), lengths, plan)[0].squeeze(-1)
+            mask_4d = attention_bias(segment_allowed(segment), packed_sizes, hidden.dtype)
+        return unpack(self._run_layers(self.adapter.layers, packed, mask_4d), lengths, plan, hidden.shape[1])
+
+    def _layers(self, tokens: TokenSequence) -> torch.Tensor:
+        """The model's layers on the embedded tokens, batched as configured: ``[B, S, D]``."""
+        hidden, mask, sizes = tokens.hidden, tokens.mask, tokens.sizes
+        if self.batching == "pack" and len(hidden) > 1:
+            return self._packed_layers(hidden, mask, sizes, tokens.num_patches)
         if self.batching == "bucket" and len(hidden) > 1:
             out = torch.zeros_like(hidden)
-            for index in plan_buckets(lengths, self.num_buckets):
-                width = int(lengths[index].max())
-                out[index, :width] = self._padded_layers(hidden[index, :width], mask[index, :width])
+            for index in plan_buckets(mask.sum(1), self.num_buckets):
+                width = int(mask[index].sum(1).max())
+                out[index, :width] = self._padded_layers(hidden[index, :width], mask[index, :width],
+                                                         None if sizes is None else sizes[index, :width])
             return out
-        return self._padded_layers(hidden, mask)
+        return self._padded_layers(hidden, mask, sizes)
 
-    def _padded_layers(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        mask_4d = create_bidirectional_mask(config=self.adapter.vision_config, inputs_embeds=hidden,
-                                            attention_mask=mask)
-        for layer in self.adapter.layers:
-            hidden = layer(hidden, mask_4d)
-        return hidden
+    # --- the public steps ------------------------------------------------------------------------
 
-    def hidden_states(self, batch: Mapping[str, Any] | None = None, *, interpolate_pos_encoding: bool = False,
-                      **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last-layer hidden states ``[B, S, D]`` and the 2D padding mask ``[B, S]``."""
-        pixel_values, patch_to_token, attention_mask = _inputs(batch, kwargs)
-        if pixel_values is None:
-            raise ValueError("the batch has no pixel_values")
+    def embed(self, pixel_values: torch.Tensor, patch_to_token: torch.Tensor | None = None,
+              attention_mask: torch.Tensor | None = None, token_sizes: torch.Tensor | None = None,
+              interpolate_pos_encoding: bool = False) -> TokenSequence:
+        """Merged token embeddings ready for the first layer, with their padding mask and sizes.
+
+        Args:
+            pixel_values: ``[B, C, H, W]``.
+            patch_to_token: ``[B, N]`` (default: every patch its own token).
+            attention_mask: ``[B, 1 + T]`` (default: derived from ``patch_to_token``).
+            token_sizes: ``[B, T]`` patches per token (default: counted from ``patch_to_token``).
+        """
         device = next(self.model.parameters()).device
         pixel_values = pixel_values.to(device)
         b, _, h, w = pixel_values.shape
@@ -150,42 +217,86 @@ class VisualWordModel:
         num_patches = (h // p) * (w // p)
         if patch_to_token is None:  # plain pixel values: every patch is a token
             patch_to_token = torch.arange(num_patches, device=device).expand(b, -1)
+        patch_to_token = patch_to_token.to(device)
         if attention_mask is None:  # derive it: tokens are numbered 0..T_i-1 per image
             attention_mask = token_attention_mask(patch_to_token.max(dim=1).values + 1)
         attention_mask = attention_mask.to(device)
-        hidden = embed_tokens(self.adapter, pixel_values, patch_to_token.to(device), attention_mask.shape[1] - 1,
-                              interpolate_pos_encoding)
+        num_tokens = attention_mask.shape[1] - 1
+        hidden = embed_tokens(self.adapter, pixel_values, patch_to_token, num_tokens, interpolate_pos_encoding)
         mask = attention_mask if self.adapter.has_cls else attention_mask[:, 1:]
-        return self._layers(self.adapter.before_layers(hidden), mask, num_patches), mask
+        sizes = None
+        if self.proportional_attention:
+            sizes = count_token_sizes(patch_to_token, num_tokens) if token_sizes is None else token_sizes.to(device)
+            sizes = with_cls_size(sizes, self.adapter.has_cls)
+        return TokenSequence(self.adapter.before_layers(hidden), mask, sizes, num_patches)
 
-    def __call__(self, batch: Mapping[str, Any] | None = None, *, interpolate_pos_encoding: bool = False,
-                 **kwargs: Any) -> Any:
-        """Run the model on a tokenized batch (``pixel_values``, ``patch_to_token``, ``attention_mask``).
+    def forward(self, pixel_values: Any = None, patch_to_token: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, token_sizes: torch.Tensor | None = None, *,
+                interpolate_pos_encoding: bool = False, **head_kwargs: Any) -> Any:
+        """Run the model on a tokenized batch: ``wrapped(**batch)`` or ``wrapped(batch)``.
 
-        Extra keyword arguments go to the family's head, e.g. ``input_ids`` for CLIP zero-shot logits.
+        Args:
+            pixel_values: ``[B, C, H, W]``, or a whole tokenizer batch (a mapping).
+            patch_to_token: ``[B, N]`` int64, the token of each patch, -1 if dropped.
+            attention_mask: ``[B, 1 + T]``, 1 for CLS and real tokens, 0 for padding.
+            token_sizes: ``[B, T]`` patches per token.
+            head_kwargs: for the family's head, e.g. ``input_ids`` for CLIP zero-shot logits; the
+                tokenizer's ``num_tokens`` and ``word_ids`` are ignored.
         """
-        kwargs = dict(kwargs)
-        hidden, mask = self.hidden_states(batch, interpolate_pos_encoding=interpolate_pos_encoding,
-                                          **dict(zip(_INPUTS, _inputs(batch, kwargs))))
-        return self.adapter.outputs(hidden, mask, **kwargs)
+        tokens = self.embed(*_inputs(pixel_values, patch_to_token, attention_mask, token_sizes, head_kwargs),
+                            interpolate_pos_encoding=interpolate_pos_encoding)
+        return self.adapter.outputs(self._layers(tokens), tokens.mask, token_sizes=tokens.sizes, **head_kwargs)
+
+    def hidden_states(self, *args: Any, interpolate_pos_encoding: bool = False,
+                      **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer hidden states ``[B, S, D]`` (before the final norm) and the padding mask ``[B, S]``.
+
+        Takes the batch as :meth:`forward` does.
+        """
+        tokens = self.embed(*_inputs(*args, **_named(kwargs), head_kwargs=kwargs),
+                            interpolate_pos_encoding=interpolate_pos_encoding)
+        return self._layers(tokens), tokens.mask
 
     @torch.no_grad()
-    def generate(self, batch: Mapping[str, Any] | None = None, *, interpolate_pos_encoding: bool = False,
-                 **kwargs: Any) -> Any:
+    def generate(self, *args: Any, interpolate_pos_encoding: bool = False, **kwargs: Any) -> Any:
         """Generate text from a tokenized batch (e.g. BLIP captions), the image padding mask included.
 
-        Extra keyword arguments go to the family's ``generate`` (``input_ids``, ``max_new_tokens``, ...).
+        Takes the batch as :meth:`forward` does; other keyword arguments go to the family's
+        ``generate`` (``input_ids``, ``max_new_tokens``, ...).
         """
         generate = getattr(self.adapter, "generate", None)
         if generate is None:
             raise TypeError(f"{type(self.model).__name__} does not generate text (its adapter has no generate)")
-        kwargs = dict(kwargs)
-        hidden, mask = self.hidden_states(batch, interpolate_pos_encoding=interpolate_pos_encoding,
-                                          **dict(zip(_INPUTS, _inputs(batch, kwargs))))
-        return generate(hidden, mask, **kwargs)
+        tokens = self.embed(*_inputs(*args, **_named(kwargs), head_kwargs=kwargs),
+                            interpolate_pos_encoding=interpolate_pos_encoding)
+        return generate(self._layers(tokens), tokens.mask, **kwargs)
 
 
-_INPUTS = ("pixel_values", "patch_to_token", "attention_mask")
+_INPUTS = ("pixel_values", "patch_to_token", "attention_mask", "token_sizes")
+
+
+def _named(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop the model-side inputs out of ``kwargs``."""
+    return {name: kwargs.pop(name) for name in _INPUTS if name in kwargs}
+
+
+def _inputs(pixel_values: Any = None, patch_to_token: Any = None, attention_mask: Any = None,
+            token_sizes: Any = None, head_kwargs: dict[str, Any] | None = None) -> tuple[Any, Any, Any, Any]:
+    """``(pixel_values, patch_to_token, attention_mask, token_sizes)`` from arguments or a batch mapping.
+
+    A mapping in ``pixel_values`` is a whole tokenizer batch; arguments given explicitly win over its
+    keys. The tokenizer's extra keys are dropped from ``head_kwargs`` (in place).
+    """
+    for name in TOKENIZER_EXTRAS:
+        (head_kwargs or {}).pop(name, None)
+    given = (pixel_values, patch_to_token, attention_mask, token_sizes)
+    if isinstance(pixel_values, Mapping):
+        batch = pixel_values
+        given = tuple(batch.get(name) if value is None else value
+                      for name, value in zip(_INPUTS, (None, *given[1:])))
+    if given[0] is None:
+        raise ValueError("the batch has no pixel_values")
+    return given
 
 
 def encode(model: nn.Module, batch: Mapping[str, Any], **kwargs: Any) -> Any:

@@ -1,7 +1,9 @@
 """SigLIP: SiglipVisionModel, SiglipModel (image features, zero-shot logits), SiglipForImageClassification.
 
 SigLIP has no CLS token: every token can be merged, and the attention-pooling head sees the padding
-mask (its ``nn.MultiheadAttention`` is called with ``key_padding_mask``).
+mask (its ``nn.MultiheadAttention`` is called with ``key_padding_mask``). With token sizes, the same
+float ``key_padding_mask`` adds ``log(size)`` of each token (size-aware pooling) and the classifier's
+mean counts each token once per patch.
 """
 
 from __future__ import annotations
@@ -20,25 +22,33 @@ from .clip import clip_layer_parts
 __all__ = ["SiglipAdapter", "attention_pool", "masked_mean"]
 
 
-def attention_pool(head: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def attention_pool(head: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                   token_sizes: torch.Tensor | None = None) -> torch.Tensor:
     """SigLIP's ``SiglipMultiheadAttentionPoolingHead`` driven by hand so that padding is ignored.
 
     Args:
         head: the model's pooling head (``probe``, ``attention``, ``layernorm``, ``mlp``).
         hidden: ``[B, S, D]`` post-layernorm hidden states.
         attention_mask: ``[B, S]``, 1 real, 0 padding.
+        token_sizes: ``[B, S]`` patches per token: ``log(size)`` is added to the probe's logits.
 
     Returns:
         ``[B, D]``.
     """
     probe = head.probe.expand(hidden.shape[0], -1, -1)
-    pooled = head.attention(probe, hidden, hidden, key_padding_mask=attention_mask == 0)[0]  # True = ignore
+    if token_sizes is None:
+        ignore = attention_mask == 0  # True = ignore
+    else:  # a float key_padding_mask is added to the logits (-inf, as the library makes of a boolean one)
+        bias = token_sizes.clamp_min(1).to(torch.float32).log()
+        ignore = bias.masked_fill(attention_mask == 0, float("-inf")).to(hidden.dtype)
+    pooled = head.attention(probe, hidden, hidden, key_padding_mask=ignore)[0]
     pooled = pooled + head.mlp(head.layernorm(pooled))
     return pooled[:, 0]
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the real tokens: ``[B, S, D]``, ``[B, S]`` -> ``[B, D]``."""
+    """Weighted mean over the tokens: ``[B, S, D]``, ``[B, S]`` weights (the padding mask, or token
+    sizes for a mean over patches; 0 for padding) -> ``[B, D]``."""
     weight = attention_mask.to(hidden.dtype).unsqueeze(-1)
     return (hidden * weight).sum(1) / weight.sum(1)
 
@@ -64,8 +74,9 @@ class SiglipAdapter(EncoderAdapter):
     def layer_parts(self, layer: nn.Module) -> LayerParts:
         return clip_layer_parts(layer)  # the same layer layout as CLIP's
 
-    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, *, input_ids: torch.Tensor | None = None,
-                text_attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_sizes: torch.Tensor | None = None,
+                *, input_ids: torch.Tensor | None = None, text_attention_mask: torch.Tensor | None = None,
+                **kwargs: Any) -> Any:
         if kwargs:
             raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
         name = type(self.model).__name__
@@ -73,8 +84,9 @@ class SiglipAdapter(EncoderAdapter):
         if isinstance(self.model, SiglipForImageClassification):
             if input_ids is not None:
                 raise TypeError(f"{name} has no text tower: input_ids need a SiglipModel")
-            return ImageClassifierOutput(logits=self.model.classifier(masked_mean(sequence, attention_mask)))
-        pooled = attention_pool(self.vision.head, sequence, attention_mask) if self.vision.use_head else None
+            weight = attention_mask if token_sizes is None else token_sizes * attention_mask
+            return ImageClassifierOutput(logits=self.model.classifier(masked_mean(sequence, weight)))
+        pooled = attention_pool(self.vision.head, sequence, attention_mask, token_sizes) if self.vision.use_head else None
         vision_out = BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=pooled)
         if input_ids is None:
             return vision_out
