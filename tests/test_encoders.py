@@ -313,3 +313,29 @@ def test_the_wrapper_is_a_module_that_passes_through_to_the_model():
     # float64 against float32: the float32 run's rounding (~1e-6 relative) bounds the difference.
     torch.testing.assert_close(double.pooler_output.float(), single.pooler_output, rtol=1e-4, atol=1e-5)
     assert wrapped.half() is wrapped and next(model.parameters()).dtype == torch.float16
+
+
+# --- torch.compile ---------------------------------------------------------------------------------
+
+# aot_eager runs dynamo's graph capture and AOTAutograd, which is where the wrapper's Python could
+# break; inductor's code generation (about a minute on a 2-core machine) adds nothing of ours to test.
+COMPILE_BACKEND = "aot_eager"
+
+
+def test_torch_compile_of_the_wrapper_and_of_the_model_give_the_same_outputs():
+    torch._dynamo.reset()
+    model = _model("vit", "sdpa")
+    tokenizer = VisualWordTokenizer(_vocab(), max_tokens=9)
+    batch, other = tokenizer(pixel_values=_pixels()), tokenizer(pixel_values=_pixels()[[2, 0, 1]] * 0.5)
+    with torch.no_grad():
+        expected = {name: VisualWordModel(model)(**b).pooler_output for name, b in (("batch", batch), ("other", other))}
+        compiled = torch.compile(VisualWordModel(model), backend=COMPILE_BACKEND)
+        # The same ops traced into one graph: float32 rounding at most.
+        torch.testing.assert_close(compiled(**batch).pooler_output, expected["batch"], rtol=1e-5, atol=1e-5)
+        with torch._dynamo.config.patch(error_on_recompile=True):  # a budget fixes every shape
+            torch.testing.assert_close(compiled(**other).pooler_output, expected["other"], rtol=1e-5, atol=1e-5)
+        of_compiled = VisualWordModel(torch.compile(model, backend=COMPILE_BACKEND))
+        assert of_compiled.model is model
+        assert list(of_compiled.state_dict()) == ["model." + key for key in model.state_dict()]
+        torch.testing.assert_close(of_compiled(batch).pooler_output, expected["batch"], rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()

@@ -1,10 +1,14 @@
+import pytest
 import torch
 
 from vwt.matching import (
+    closest_first,
     cosine_distance_to_words,
+    fold_surplus_words,
     group_tokens,
     keep_top_variance,
     match_words,
+    match_words_budget,
     merge_tokens,
     token_attention_mask,
     token_sizes,
@@ -54,3 +58,56 @@ def test_attention_mask_has_cls_then_tokens_then_padding():
 def test_token_sizes_count_the_patches_of_each_token_and_zero_for_padding():
     patch_to_token = torch.tensor([[0, 1, 0, -1, 0], [0, 1, 2, 3, 4]])
     assert token_sizes(patch_to_token, 5).tolist() == [[3, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_closest_first_merges_the_nearest_patches_until_the_budget_is_reached():
+    # Sorted by distance: p3 (w0), p1 (w1), p0 (w0, joins p3: 4 tokens), p4 (w2), p2 (w1, joins p1: 3 tokens).
+    distance = torch.tensor([[0.3, 0.2, 0.5, 0.1, 0.4]])
+    word = torch.tensor([[0, 1, 1, 0, 2]])
+    assert closest_first(distance, word, 3, budget=5).tolist() == [[False] * 5]  # nothing to merge
+    assert closest_first(distance, word, 3, budget=4).tolist() == [[True, True, False, True, False]]
+    assert closest_first(distance, word, 3, budget=3).tolist() == [[True] * 5]
+    assert closest_first(distance, word, 3, budget=2).tolist() == [[True] * 5]  # unreachable: all join
+
+
+def test_closest_first_breaks_distance_ties_by_raster_order():
+    distance = torch.zeros(1, 4)
+    word = torch.tensor([[0, 0, 0, 0]])
+    assert closest_first(distance, word, 1, budget=3).tolist() == [[True, True, False, False]]
+
+
+def test_surplus_words_fold_into_the_nearest_of_the_largest_groups():
+    word = torch.tensor([[0, 0, 0, 1, 1, 2, 3]])  # groups of 3, 2, 1, 1
+    scores = torch.zeros(1, 7, 4)
+    scores[0, 5] = torch.tensor([0.1, 0.9, 1.0, 0.0])  # patch 5 (word 2) is nearer word 1 than word 0
+    scores[0, 6] = torch.tensor([0.5, 0.2, 0.0, 1.0])  # patch 6 (word 3) is nearer word 0
+    assert fold_surplus_words(scores, word, budget=2).tolist() == [[0, 0, 0, 1, 1, 1, 0]]
+    assert fold_surplus_words(scores, word, budget=4).tolist() == word.tolist()  # within the budget: unchanged
+    # Groups of equal size: the lower word id stays.
+    assert fold_surplus_words(torch.zeros(1, 2, 2), torch.tensor([[1, 0]]), budget=1).tolist() == [[0, 0]]
+
+
+def test_a_budget_gives_every_image_exactly_that_many_tokens():
+    generator = torch.Generator().manual_seed(0)
+    patches, words = torch.randn(4, 30, 6, generator=generator), torch.randn(8, 6, generator=generator)
+    for budget in (1, 2, 5, 8, 9, 17, 29, 30):  # below, at and above the 8 words
+        _, num_tokens = group_tokens(match_words_budget(patches, words, budget), 8)
+        assert num_tokens.tolist() == [budget] * 4, budget
+    assert (match_words_budget(patches, words, 30) == -1).all()  # a budget of every patch merges nothing
+
+
+def test_a_budget_equal_to_a_thresholds_token_count_gives_the_same_tokens():
+    """Closest first is what a threshold does: the budget only stops where the threshold's count is."""
+    generator = torch.Generator().manual_seed(1)
+    patches, words = torch.randn(1, 40, 6, generator=generator), torch.randn(12, 6, generator=generator)
+    for threshold in (0.2, 0.4, 0.6, 0.8):
+        by_threshold, n = group_tokens(match_words(patches, words, threshold), 12)
+        by_budget, m = group_tokens(match_words_budget(patches, words, int(n)), 12)
+        assert torch.equal(by_budget, by_threshold) and int(m) == int(n)
+
+
+def test_bad_budgets_are_clear_errors():
+    patches, words = torch.randn(1, 5, 3), torch.randn(2, 3)
+    for budget in (0, -1, 6):
+        with pytest.raises(ValueError, match="between 1 and the 5 patches"):
+            match_words_budget(patches, words, budget)

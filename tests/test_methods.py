@@ -96,3 +96,21 @@ def test_vwt_uses_the_threshold_saved_with_a_tokenizer(tmp_path, sample_vocab_di
     saved = methods.load("vwt", vocab=str(tmp_path / "tok")).bind(model)(pixels).tokens_per_image
     direct = VisualWordTokenizer.from_pretrained(sample_vocab_dir, threshold=0.5)(pixel_values=pixels)["num_tokens"]
     assert saved.tolist() == (direct + 1).tolist()
+
+
+def test_vwt_passes_the_token_budget_and_the_attention_switch_through(sample_vocab_dir):
+    model = ViTModel(ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                               image_size=224, patch_size=16)).eval()
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sized = methods.load("vwt", vocab=str(sample_vocab_dir), max_tokens=50).bind(model)(pixels)
+        paper = methods.load("vwt", vocab=str(sample_vocab_dir), max_tokens=50,
+                             proportional_attention=False).bind(model)(pixels)
+        kept = methods.load("vwt", vocab=str(sample_vocab_dir), keep=0.25).bind(model)(pixels)
+    assert sized.tokens_per_image.tolist() == [51, 51] and sized.tokens_per_layer == [51, 51]
+    assert kept.tokens_per_image.tolist() == [50, 50]  # round(0.25 * 196) = 49, plus CLS
+    assert (sized.outputs.pooler_output - paper.outputs.pooler_output).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="conflict with the given tokenizer"):
+        from vwt import VisualWordTokenizer
+
+        methods.load("vwt", vocab=VisualWordTokenizer.from_pretrained(sample_vocab_dir), max_tokens=50).bind(model)

@@ -108,3 +108,44 @@ def test_a_processor_with_another_normalization_is_refused():
     imagenet = BitImageProcessorPil(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
     with pytest.raises(ValueError, match="use a vocabulary built with this model's processor"):
         VisualWordTokenizer(_tiny_vocab(), image_processor=imagenet)
+
+
+# --- token budgets ----------------------------------------------------------------------------------
+
+
+def test_a_token_budget_gives_every_image_the_same_length_without_padding():
+    pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    pixels[0] = 0.5  # a flat image: one word for all its patches, then single patches up to the budget
+    for tokenizer in (VisualWordTokenizer(_tiny_vocab(), max_tokens=7), VisualWordTokenizer(_tiny_vocab(), keep=0.45)):
+        batch = tokenizer(pixel_values=pixels)  # round(0.45 * 16) = 7
+        assert batch["num_tokens"].tolist() == [7, 7, 7]
+        assert batch["attention_mask"].shape == (3, 8) and (batch["attention_mask"] == 1).all()
+        assert (batch["token_sizes"].sum(1) == 16).all() and (batch["token_sizes"] >= 1).all()
+    every_patch = VisualWordTokenizer(_tiny_vocab(), max_tokens=16)(pixel_values=pixels)
+    assert every_patch["patch_to_token"].tolist() == [list(range(16))] * 3
+
+
+def test_bad_budgets_are_clear_errors():
+    vocab = _tiny_vocab()
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="max_tokens must be a whole number of tokens, at least 1"):
+            VisualWordTokenizer(vocab, max_tokens=bad)
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r"keep must be a fraction of the patches in \(0, 1\]"):
+            VisualWordTokenizer(vocab, keep=bad)
+    with pytest.raises(ValueError, match="not both"):
+        VisualWordTokenizer(vocab, max_tokens=4, keep=0.5)
+    with pytest.raises(ValueError, match="a token budget replaces the threshold"):
+        VisualWordTokenizer(vocab, threshold=0.1, max_tokens=4)
+    with pytest.raises(ValueError, match="max_tokens=17 is more than the 16 patches"):
+        VisualWordTokenizer(vocab, max_tokens=17)(pixel_values=torch.randn(1, 3, 16, 16))
+
+
+def test_save_and_load_keep_the_budget_and_arguments_replace_the_saved_settings(tmp_path, sample_vocab_dir):
+    VisualWordTokenizer.from_pretrained(sample_vocab_dir, max_tokens=64).save_pretrained(tmp_path / "budget")
+    loaded = VisualWordTokenizer.from_pretrained(tmp_path / "budget")
+    assert (loaded.config.max_tokens, loaded.config.keep, loaded.threshold) == (64, None, None)
+    assert "max_tokens=64" in (tmp_path / "budget" / "README.md").read_text()
+    assert VisualWordTokenizer.from_pretrained(tmp_path / "budget", threshold=0.3).config.max_tokens is None
+    VisualWordTokenizer.from_pretrained(sample_vocab_dir, threshold=0.3).save_pretrained(tmp_path / "threshold")
+    assert VisualWordTokenizer.from_pretrained(tmp_path / "threshold", keep=0.5).config.keep == 0.5

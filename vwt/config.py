@@ -10,7 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PreprocessConfig", "VocabularyConfig", "ConfigError", "dataclass_from_dict"]
+__all__ = ["PreprocessConfig", "VocabularyConfig", "TokenizerConfig", "ConfigError", "dataclass_from_dict"]
 
 
 class ConfigError(ValueError):
@@ -156,3 +156,45 @@ class VocabularyConfig:
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> VocabularyConfig:
         return dataclass_from_dict(cls, data, source)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """The visual-word tokenizer's own settings (the rest is the vocabulary): a threshold, or a token budget.
+
+    With a budget (``max_tokens`` or ``keep``) the threshold is not used (None): see
+    :class:`vwt.tokenizer.VisualWordTokenizer`.
+    """
+
+    # Cosine distance above which (strictly) a patch matches no word and stays a token of its own.
+    threshold: float | None = 0.1
+    # Token budget: exactly this many tokens per image (CLS excluded).
+    max_tokens: int | None = None
+    # Token budget as a fraction of the patches: round(keep * N) tokens per image, at least 1.
+    keep: float | None = None
+
+    def __post_init__(self) -> None:
+        budgets = [name for name in ("max_tokens", "keep") if getattr(self, name) is not None]
+        if len(budgets) == 2:
+            raise ValueError("pass either max_tokens (a number of tokens) or keep (a fraction of the patches), not both")
+        if budgets and self.threshold is not None:
+            raise ValueError(f"a token budget replaces the threshold: pass {budgets[0]} or threshold, not both")
+        if not budgets and self.threshold is None:
+            raise ValueError("pass a threshold or a token budget (max_tokens or keep)")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ValueError(f"threshold must be finite, got {self.threshold}")
+        if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int)
+                                            or self.max_tokens < 1):
+            raise ValueError(f"max_tokens must be a whole number of tokens, at least 1, got {self.max_tokens!r}")
+        if self.keep is not None and (isinstance(self.keep, bool) or not isinstance(self.keep, (int, float))
+                                      or not 0.0 < self.keep <= 1.0):
+            raise ValueError(f"keep must be a fraction of the patches in (0, 1], got {self.keep!r} "
+                             "(max_tokens takes a number of tokens)")
+
+    def budget(self, num_patches: int) -> int | None:
+        """Tokens per image for images of ``num_patches`` patches, or None without a budget."""
+        if self.keep is not None:
+            return max(1, min(num_patches, round(self.keep * num_patches)))
+        if self.max_tokens is not None and self.max_tokens > num_patches:
+            raise ValueError(f"max_tokens={self.max_tokens} is more than the {num_patches} patches of an image")
+        return self.max_tokens

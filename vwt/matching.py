@@ -13,6 +13,9 @@ __all__ = [
     "cosine_distance_to_words",
     "apply_threshold",
     "match_words",
+    "match_words_budget",
+    "closest_first",
+    "fold_surplus_words",
     "group_tokens",
     "keep_top_variance",
     "merge_tokens",
@@ -37,15 +40,18 @@ def cosine_distance_to_words(patches: torch.Tensor, words: torch.Tensor, *, unit
     Returns:
         ``(distance, word)``: ``[B, N]`` float distance to the nearest word, ``[B, N]`` int64 its index.
     """
+    best, word = _word_scores(patches, words, unit_words).max(dim=-1)  # [B, N, K] -> [B, N]
+    return 1.0 - best / patches.norm(dim=-1).clamp_min(1e-12), word
+
+
+def _word_scores(patches: torch.Tensor, words: torch.Tensor, unit_words: bool) -> torch.Tensor:
+    """``patch @ unit_word`` for every pair: ``[B, N, K]`` (the cosine times the patch norm)."""
     if patches.shape[-1] != words.shape[-1]:
         raise ValueError(
             f"patches have {patches.shape[-1]} values but words have {words.shape[-1]}: "
             "the vocabulary was built for another patch size or channel count"
         )
-    if not unit_words:
-        words = F.normalize(words, dim=-1)
-    best, word = (patches @ words.T).max(dim=-1)  # [B, N, K] -> [B, N]
-    return 1.0 - best / patches.norm(dim=-1).clamp_min(1e-12), word
+    return patches @ (words if unit_words else F.normalize(words, dim=-1)).T
 
 
 def match_words(patches: torch.Tensor, words: torch.Tensor, threshold: float, *, unit_words: bool = False
@@ -75,6 +81,91 @@ def apply_threshold(distance: torch.Tensor, word: torch.Tensor, threshold: float
         ``[...]`` int64 word ids, -1 for unmatched patches.
     """
     return torch.where(distance > threshold, torch.full_like(word, -1), word)
+
+
+def match_words_budget(patches: torch.Tensor, words: torch.Tensor, budget: int, *, unit_words: bool = False
+                       ) -> torch.Tensor:
+    """Word of each patch such that every image forms exactly ``budget`` tokens (no threshold).
+
+    Two steps, both vectorised over the batch:
+
+    1. :func:`closest_first`: patches join the group of their own nearest word, closest first, until
+       the image is down to ``budget`` tokens; the rest stay tokens of their own.
+    2. :func:`fold_surplus_words`: an image whose patches all joined their words and that still has
+       more than ``budget`` distinct words keeps its ``budget`` largest word groups, and each patch of
+       another word joins the kept word nearest to it.
+
+    Args:
+        patches: ``[B, N, D]``.
+        words: ``[K, D]``.
+        budget: tokens per image, ``1 <= budget <= N``.
+        unit_words: the words are already L2-normalized.
+
+    Returns:
+        ``[B, N]`` int64 word ids, -1 for patches that stay alone; :func:`group_tokens` makes exactly
+        ``budget`` tokens of them in every image.
+    """
+    n = patches.shape[1]
+    if not 1 <= budget <= n:
+        raise ValueError(f"the token budget must be between 1 and the {n} patches of an image, got {budget}")
+    scores = _word_scores(patches, words, unit_words)  # [B, N, K]
+    best, word = scores.max(dim=-1)
+    distance = 1.0 - best / patches.norm(dim=-1).clamp_min(1e-12)
+    matched = closest_first(distance, word, words.shape[0], budget)
+    return torch.where(matched, fold_surplus_words(scores, word, budget), torch.full_like(word, -1))
+
+
+def closest_first(distance: torch.Tensor, word: torch.Tensor, num_words: int, budget: int) -> torch.Tensor:
+    """Which patches join their word: the closest ones, until ``budget`` tokens remain.
+
+    Matching the first ``m`` patches in order of distance (ties: the earlier patch in raster order)
+    leaves ``N - m + distinct words among them`` tokens, which never grows with ``m``; each image
+    takes the smallest ``m`` that reaches the budget, or all its patches where none does.
+
+    Args:
+        distance: ``[B, N]`` distance of each patch to its nearest word.
+        word: ``[B, N]`` int64 that word.
+        num_words: K.
+        budget: tokens per image.
+
+    Returns:
+        ``[B, N]`` bool, True for patches that join their word's group.
+    """
+    b, n = distance.shape
+    order = torch.argsort(distance, dim=1, stable=True)  # closest first
+    sorted_word = word.gather(1, order)
+    rank = torch.arange(n, device=word.device).expand(b, n)
+    first_rank = torch.full((b, num_words), n, dtype=torch.long, device=word.device)
+    first_rank = first_rank.scatter_reduce(1, sorted_word, rank, reduce="amin")
+    opens_group = first_rank.gather(1, sorted_word) == rank  # [B, N] the first patch of its word so far
+    groups = torch.cat([opens_group.new_zeros(b, 1, dtype=torch.long), opens_group.long().cumsum(1)], dim=1)
+    tokens = n - torch.arange(n + 1, device=word.device) + groups  # [B, N + 1] after matching m = 0..N
+    reached = tokens <= budget
+    m = torch.where(reached.any(1), reached.long().argmax(1), n)  # the first m that reaches the budget
+    return torch.zeros_like(opens_group).scatter(1, order, rank < m.unsqueeze(1))
+
+
+def fold_surplus_words(scores: torch.Tensor, word: torch.Tensor, budget: int) -> torch.Tensor:
+    """Cut each image to at most ``budget`` words: the largest groups stay, other patches join the nearest of them.
+
+    Ties between groups of equal size go to the lower word id. Images with at most ``budget``
+    distinct words are returned unchanged.
+
+    Args:
+        scores: ``[B, N, K]`` similarity of each patch to each word (higher is nearer).
+        word: ``[B, N]`` int64 nearest word of each patch.
+        budget: words kept per image.
+
+    Returns:
+        ``[B, N]`` int64 word of each patch, among at most ``budget`` distinct words per image.
+    """
+    b, _, k = scores.shape
+    counts = torch.zeros(b, k, dtype=torch.long, device=word.device).scatter_add_(1, word, torch.ones_like(word))
+    largest = torch.argsort(counts, dim=1, descending=True, stable=True)[:, :budget]
+    kept = torch.zeros(b, k, dtype=torch.bool, device=word.device).scatter_(1, largest, True)
+    nearest_kept = scores.masked_fill(~kept.unsqueeze(1), float("-inf")).argmax(-1)  # [B, N]
+    surplus = ((counts > 0).sum(1) > budget).unsqueeze(1) & ~kept.gather(1, word)
+    return torch.where(surplus, nearest_kept, word)
 
 
 def group_tokens(word_ids: torch.Tensor, num_words: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -98,17 +98,20 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
 
 
 def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None, batching: str = "pad",
-              proportional_attention: bool = True) -> Callable[[torch.Tensor], MethodResult]:
+              proportional_attention: bool = True, max_tokens: int | None = None,
+              keep: float | None = None) -> Callable[[torch.Tensor], MethodResult]:
     from .tokenizer import VisualWordTokenizer
 
     if vocab is None:
         raise ValueError("vwt needs vocab=<directory or hub id of a vocabulary, or a VisualWordTokenizer>")
     if isinstance(vocab, VisualWordTokenizer):
-        if threshold is not None and threshold != vocab.threshold:
-            raise ValueError(f"threshold={threshold} conflicts with the given tokenizer's {vocab.threshold}")
+        given = {"threshold": threshold, "max_tokens": max_tokens, "keep": keep}
+        conflicts = {k: v for k, v in given.items() if v is not None and v != getattr(vocab.config, k)}
+        if conflicts:
+            raise ValueError(f"{conflicts} conflict with the given tokenizer's {vocab.config}")
         tokenizer = vocab
     else:
-        tokenizer = VisualWordTokenizer.from_pretrained(vocab, threshold=threshold)
+        tokenizer = VisualWordTokenizer.from_pretrained(vocab, threshold=threshold, max_tokens=max_tokens, keep=keep)
     adapter = adapter_for(model)
     if tokenizer.patch_size != adapter.patch_size:
         raise ValueError(f"the vocabulary has patch size {tokenizer.patch_size}, the model {adapter.patch_size}")
@@ -186,8 +189,8 @@ def load(name: str, **options: Any) -> Method:
     """A method by name with its options.
 
     Args:
-        name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=``, ``batching=``,
-            ``proportional_attention=``); ``intra`` (``keep=``, ``batching=``, ``proportional_attention=``);
+        name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=`` or a token budget ``max_tokens=`` /
+            ``keep=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=``, ``batching=``, ``proportional_attention=``);
             ``tome`` (``r=``, ``schedule=``); ``dynamicvit`` (``predictor=`` directory, or ``keep_ratio=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
             ``bucket`` or ``pack`` (see :class:`vwt.encoders.VisualWordModel`).
     """

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,15 @@ from huggingface_hub.errors import EntryNotFoundError
 from transformers import BatchFeature
 
 from .card import vocabulary_card
-from .config import PreprocessConfig, dataclass_from_dict
-from .matching import group_tokens, keep_top_variance, match_words, token_attention_mask, token_sizes
+from .config import PreprocessConfig, TokenizerConfig, dataclass_from_dict
+from .matching import (
+    group_tokens,
+    keep_top_variance,
+    match_words,
+    match_words_budget,
+    token_attention_mask,
+    token_sizes,
+)
 from .patches import patch_variance, patchify
 from .preprocess import (
     default_image_processor,
@@ -45,14 +51,6 @@ __all__ = ["VisualWordTokenizer", "IntraImageTokenizer", "TokenizerConfig", "TOK
 logger = logging.getLogger(__name__)
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-
-
-@dataclass(frozen=True)
-class TokenizerConfig:
-    """The visual-word tokenizer's own settings (the rest is the vocabulary)."""
-
-    # Cosine distance above which (strictly) a patch matches no word and stays a token of its own.
-    threshold: float = 0.1
 
 
 class _PatchTokenizer:
@@ -124,25 +122,44 @@ class VisualWordTokenizer(
 ):
     """Merge patches that match the same visual word into one token.
 
-    Each patch goes to its nearest word by cosine distance; a patch whose distance is ``> threshold``
-    stays a token of its own; patches sharing a word form one token (the encoder averages their
-    embeddings, position encodings included). Load with
-    ``VisualWordTokenizer.from_pretrained(vocab_dir_or_hub_id, threshold=0.1)``.
+    Each patch goes to its nearest word by cosine distance; patches sharing a word form one token
+    (the encoder averages their embeddings, position encodings included). Which patches merge is
+    decided by one of:
+
+    - ``threshold`` (the paper): a patch whose distance is ``> threshold`` stays a token of its own.
+      Images keep different numbers of tokens.
+    - a token budget, ``max_tokens=N`` or ``keep=`` a fraction of the N patches: every image gets
+      exactly that many tokens (static shapes, no padding). Patches join their own nearest word's
+      group closest first until the budget is reached (ties: earlier patch in raster order); the
+      rest stay single. The threshold is not used: stopping at the budget merges only the closest
+      patches, which any threshold loose enough to reach the budget would merge too, and an image
+      that a threshold would leave above the budget has to merge past it to keep the static
+      length. An image with more distinct words than the budget (every patch joined its word and
+      there are still too many tokens) keeps its largest word groups and each patch of another
+      word joins the kept word nearest to it (:func:`vwt.matching.fold_surplus_words`).
+
+    Load with ``VisualWordTokenizer.from_pretrained(vocab_dir_or_hub_id, threshold=0.1)`` or
+    ``(..., max_tokens=128)``.
 
     Args:
         vocabulary: the visual words.
-        threshold: cosine-distance threshold; ``-1`` merges nothing, ``2`` merges every patch with its word.
+        threshold: cosine-distance threshold; ``-1`` merges nothing, ``2`` merges every patch with its
+            word (default 0.1 where no budget is given).
         image_processor: the model's processor, to preprocess PIL images (default: the one recorded in
             the vocabulary); its normalization must match the vocabulary's.
+        max_tokens: tokens per image, ``1 <= max_tokens <= N`` (checked against N per call).
+        keep: tokens per image as a fraction in ``(0, 1]`` of the patches (``round(keep * N)``, at least 1).
     """
 
-    def __init__(self, vocabulary: VisualVocabulary, threshold: float = 0.1, image_processor: Any | None = None):
+    def __init__(self, vocabulary: VisualVocabulary, threshold: float | None = None, image_processor: Any | None = None,
+                 *, max_tokens: int | None = None, keep: float | None = None):
         if not isinstance(vocabulary, VisualVocabulary):
             raise TypeError(f"vocabulary must be a VisualVocabulary, got {type(vocabulary).__name__}")
-        if not math.isfinite(threshold):
-            raise ValueError(f"threshold must be finite, got {threshold}")
+        if threshold is None and max_tokens is None and keep is None:
+            threshold = TokenizerConfig.threshold
         self.vocabulary = vocabulary
-        self.config = TokenizerConfig(threshold=float(threshold))
+        self.config = TokenizerConfig(threshold=None if threshold is None else float(threshold),
+                                      max_tokens=max_tokens, keep=None if keep is None else float(keep))
         self._unit_words = torch.nn.functional.normalize(vocabulary.centroids, dim=-1)  # normalized once
         self.patch_size = vocabulary.config.patch_size
         self.num_channels = vocabulary.config.num_channels
@@ -150,11 +167,15 @@ class VisualWordTokenizer(
         self.image_processor = self._check_processor(image_processor)
 
     @property
-    def threshold(self) -> float:
+    def threshold(self) -> float | None:
+        """The cosine-distance threshold, None with a token budget."""
         return self.config.threshold
 
     def __repr__(self) -> str:
-        return f"VisualWordTokenizer(k={self.vocabulary.config.k}, patch_size={self.patch_size}, threshold={self.threshold})"
+        c = self.config
+        knob = f"threshold={c.threshold}" if c.threshold is not None else (
+            f"max_tokens={c.max_tokens}" if c.max_tokens is not None else f"keep={c.keep}")
+        return f"VisualWordTokenizer(k={self.vocabulary.config.k}, patch_size={self.patch_size}, {knob})"
 
     def __call__(
         self, images: Any = None, *, pixel_values: torch.Tensor | None = None, return_tensors: str | None = "pt"
@@ -164,7 +185,11 @@ class VisualWordTokenizer(
         if self._unit_words.device != pixel_values.device:
             self._unit_words = self._unit_words.to(pixel_values.device)
         patches = patchify(pixel_values, self.patch_size)
-        word_ids = match_words(patches, self._unit_words, self.threshold, unit_words=True)  # [B, N]
+        budget = self.config.budget(patches.shape[1])
+        if budget is None:
+            word_ids = match_words(patches, self._unit_words, self.threshold, unit_words=True)  # [B, N]
+        else:
+            word_ids = match_words_budget(patches, self._unit_words, budget, unit_words=True)
         patch_to_token, num_tokens = group_tokens(word_ids, len(self._unit_words))
         token_words = torch.full((len(word_ids), int(num_tokens.max())), -1, dtype=torch.long, device=word_ids.device)
         token_words.scatter_(1, patch_to_token, word_ids)  # all patches of a token share its word
@@ -172,7 +197,11 @@ class VisualWordTokenizer(
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> VisualWordTokenizer:
-        """Load from a vocabulary or tokenizer directory or hub repo id; ``threshold=`` overrides the saved one."""
+        """Load from a vocabulary or tokenizer directory or hub repo id.
+
+        ``threshold=``, ``max_tokens=`` or ``keep=`` replace the saved settings as a whole (so a saved
+        threshold gives way to a budget given here, and the other way round).
+        """
         check_local_path(str(pretrained_model_name_or_path))
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
@@ -182,25 +211,30 @@ class VisualWordTokenizer(
         (save_directory / TOKENIZER_CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
-        """The vocabulary's card, plus this tokenizer's threshold (also added to the token-count table)."""
+        """The vocabulary's card, plus this tokenizer's threshold (also added to the token-count table) or budget."""
         card_data = self._hub_mixin_info.model_card_data
-        return vocabulary_card(self.vocabulary, card_data, threshold=self.threshold, **kwargs)
+        c = self.config
+        if c.threshold is None:
+            budget = f"`max_tokens={c.max_tokens}`" if c.max_tokens is not None else f"`keep={c.keep}`"
+            kwargs = {"Token budget": f"{budget} (`tokenizer_config.json`): every image gets exactly this many "
+                                      "tokens, the patches closest to their word merged first.", **kwargs}
+        return vocabulary_card(self.vocabulary, card_data, threshold=c.threshold, **kwargs)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, threshold: float | None = None, image_processor: Any | None = None,
+    def _from_pretrained(cls, *, model_id: str, threshold: float | None = None, max_tokens: int | None = None,
+                         keep: float | None = None, image_processor: Any | None = None,
                          **hub_kwargs: Any) -> VisualWordTokenizer:
         hub_kwargs.pop("config", None)
         vocabulary = VisualVocabulary._from_pretrained(model_id=model_id, **hub_kwargs)
-        if threshold is None:
-            threshold = TokenizerConfig.threshold
+        if threshold is None and max_tokens is None and keep is None:
             try:
                 path = resolve_file(model_id, TOKENIZER_CONFIG_FILE, **hub_kwargs)
             except (FileNotFoundError, EntryNotFoundError):  # a plain vocabulary: the default threshold
                 path = None
             if path is not None:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                threshold = dataclass_from_dict(TokenizerConfig, data, str(path)).threshold
-        return cls(vocabulary, threshold=threshold, image_processor=image_processor)
+                saved = dataclass_from_dict(TokenizerConfig, json.loads(path.read_text(encoding="utf-8")), str(path))
+                threshold, max_tokens, keep = saved.threshold, saved.max_tokens, saved.keep
+        return cls(vocabulary, threshold=threshold, image_processor=image_processor, max_tokens=max_tokens, keep=keep)
 
 
 class IntraImageTokenizer(_PatchTokenizer):
