@@ -229,27 +229,41 @@ def test_a_token_of_size_s_attends_like_s_copies_of_one_patch(name, attn):
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_the_size_bias_is_log_size_added_to_the_attention_logits(attn):
-    """A written-out ViT layer: softmax(q k^T * scale + log(size of the key)), padding keys excluded."""
+@pytest.mark.parametrize("strength", [True, 0.5])
+def test_the_size_bias_is_log_size_added_to_the_attention_logits(attn, strength):
+    """A written-out ViT layer: softmax(q k^T * scale + a * log(size of the key)), padding keys excluded."""
     torch.manual_seed(0)
     model = ViTModel(ViTConfig(**{**VISION, "num_hidden_layers": 1}, attn_implementation=attn)).eval()
     batch = _merged_batch()
-    wrapped = VisualWordModel(model)
+    wrapped = VisualWordModel(model, proportional_attention=strength)
     with torch.no_grad():
         got, mask = wrapped.hidden_states(**batch)
         tokens = wrapped.embed(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"])
+        sizes = batch["token_sizes"]
         layer, attention = model.layers[0], model.layers[0].attention
         b, s, _ = tokens.hidden.shape
         x = layer.layernorm_before(tokens.hidden)
         q, k, v = (proj(x).view(b, s, VISION["num_attention_heads"], -1).transpose(1, 2)
                    for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
-        logits = q @ k.transpose(-1, -2) * attention.scaling + tokens.sizes.clamp_min(1).log()[:, None, None, :]
+        bias = float(strength) * torch.cat([torch.ones(b, 1), sizes.float()], 1).clamp_min(1).log()
+        logits = q @ k.transpose(-1, -2) * attention.scaling + bias[:, None, None, :]
         logits = logits.masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
         hidden = tokens.hidden + attention.o_proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(b, s, -1))
         expected = hidden + layer.mlp(layer.layernorm_after(hidden))
     real = mask.bool()
     torch.testing.assert_close(got[real], expected[real], rtol=1e-5, atol=1e-5)  # float32 rounding only
     assert tokens.sizes[real].max() > 1 and (tokens.sizes[~real] == 0).all() and (tokens.sizes[:, 0] == 1).all()
+
+
+def test_a_size_bias_strength_of_zero_is_the_paper_and_bad_strengths_are_errors():
+    model, batch = _model("vit", "sdpa"), _merged_batch()
+    with torch.no_grad():
+        zero = VisualWordModel(model, proportional_attention=0.0)(**batch).pooler_output
+        paper = VisualWordModel(model, proportional_attention=False)(**batch).pooler_output
+    assert torch.equal(zero, paper)  # the same code path: no sizes at all
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="proportional_attention must be a bool or a finite strength"):
+            VisualWordModel(model, proportional_attention=bad)
 
 
 @pytest.mark.parametrize("batching", BATCHING)

@@ -1,6 +1,7 @@
 """Hugging Face Hub round trips, offline: loading from a local hub cache, and what an upload would send."""
 
 import dataclasses
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -181,7 +182,8 @@ def test_tokenizer_push_to_hub_uploads_its_threshold(vocab, tmp_path, fake_hub, 
     VisualWordTokenizer(vocab, threshold=0.3).push_to_hub("vwt-org/tokenizer")
     [upload] = fake_hub["uploads"]
     assert sorted(upload["files"]) == TOKENIZER_FILES
-    assert upload["files"]["tokenizer_config.json"].decode().split() == ["{", '"threshold":', "0.3", "}"]
+    saved = json.loads(upload["files"]["tokenizer_config.json"])
+    assert saved == {"threshold": 0.3, "max_tokens": None, "keep": None}
     card = upload["files"]["README.md"].decode()
     _assert_card(card, 32, vocab.config.command, ["ILSVRC/imagenet-1k"])
     assert "| tokenizer threshold | 0.3 " in card and "| 0.3 (this tokenizer) |" in card

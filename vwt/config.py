@@ -176,7 +176,8 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         budgets = [name for name in ("max_tokens", "keep") if getattr(self, name) is not None]
         if len(budgets) == 2:
-            raise ValueError("pass either max_tokens (a number of tokens) or keep (a fraction of the patches), not both")
+            raise ValueError("pass either max_tokens (a number of tokens) or keep (a fraction of the patches), "
+                             "not both")
         if budgets and self.threshold is not None:
             raise ValueError(f"a token budget replaces the threshold: pass {budgets[0]} or threshold, not both")
         if not budgets and self.threshold is None:

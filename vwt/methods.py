@@ -190,8 +190,9 @@ def load(name: str, **options: Any) -> Method:
 
     Args:
         name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=`` or a token budget ``max_tokens=`` /
-            ``keep=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=``, ``batching=``, ``proportional_attention=``);
-            ``tome`` (``r=``, ``schedule=``); ``dynamicvit`` (``predictor=`` directory, or ``keep_ratio=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
+            ``keep=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=``, ``batching=``,
+            ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``); ``dynamicvit`` (``predictor=``
+            directory, or ``keep_ratio=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
             ``bucket`` or ``pack`` (see :class:`vwt.encoders.VisualWordModel`).
     """
     if name not in METHODS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,7 +129,9 @@ class VisualWordModel(nn.Module):
             sequence, block-diagonal attention). All give each image its own result.
         num_buckets: groups per batch for ``"bucket"``.
         pack_capacity: tokens per packed sequence for ``"pack"`` (default: the unreduced length).
-        proportional_attention: add ``log(size)`` of each key token to the attention logits.
+        proportional_attention: add ``log(size)`` of each key token to the attention logits; a float
+            ``a >= 0`` adds ``a * log(size)`` (a token counts as ``size ** a`` patches, also in SigLIP's
+            pooling); ``False`` or ``0`` is the paper.
 
     Example::
 
@@ -137,7 +140,7 @@ class VisualWordModel(nn.Module):
     """
 
     def __init__(self, model: nn.Module, batching: str = "pad", num_buckets: int = 4,
-                 pack_capacity: int | None = None, proportional_attention: bool = True) -> None:
+                 pack_capacity: int | None = None, proportional_attention: bool | float = True) -> None:
         super().__init__()
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
@@ -147,10 +150,15 @@ class VisualWordModel(nn.Module):
         self.batching = batching
         self.num_buckets = num_buckets
         self.pack_capacity = pack_capacity
-        self.proportional_attention = bool(proportional_attention)
+        strength = float(proportional_attention)
+        if not (math.isfinite(strength) and strength >= 0):
+            raise ValueError(f"proportional_attention must be a bool or a finite strength >= 0, "
+                             f"got {proportional_attention!r}")
+        self.proportional_attention = proportional_attention if isinstance(proportional_attention, bool) else strength
+        self._size_exponent = strength
         self._run_layers = compiler(run_layers) if compiler is not None else run_layers
         attention = getattr(self.adapter.vision_config, "_attn_implementation", None)
-        if self.proportional_attention and attention not in (None, *_ATTENTION_WITH_FLOAT_MASKS):
+        if self._size_exponent and attention not in (None, *_ATTENTION_WITH_FLOAT_MASKS):
             raise ValueError(
                 f"proportional attention adds a float mask, which attn_implementation={attention!r} does not take: "
                 "load the model with attn_implementation='sdpa' or 'eager', or pass proportional_attention=False"
@@ -225,8 +233,10 @@ class VisualWordModel(nn.Module):
         hidden = embed_tokens(self.adapter, pixel_values, patch_to_token, num_tokens, interpolate_pos_encoding)
         mask = attention_mask if self.adapter.has_cls else attention_mask[:, 1:]
         sizes = None
-        if self.proportional_attention:
+        if self._size_exponent:
             sizes = count_token_sizes(patch_to_token, num_tokens) if token_sizes is None else token_sizes.to(device)
+            if self._size_exponent != 1.0:  # counts as size ** a patches: a * log(size) on the logits
+                sizes = sizes.to(torch.float32) ** self._size_exponent
             sizes = with_cls_size(sizes, self.adapter.has_cls)
         return TokenSequence(self.adapter.before_layers(hidden), mask, sizes, num_patches)
 

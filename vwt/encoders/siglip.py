@@ -86,7 +86,8 @@ class SiglipAdapter(EncoderAdapter):
                 raise TypeError(f"{name} has no text tower: input_ids need a SiglipModel")
             weight = attention_mask if token_sizes is None else token_sizes * attention_mask
             return ImageClassifierOutput(logits=self.model.classifier(masked_mean(sequence, weight)))
-        pooled = attention_pool(self.vision.head, sequence, attention_mask, token_sizes) if self.vision.use_head else None
+        pooled = (attention_pool(self.vision.head, sequence, attention_mask, token_sizes) if self.vision.use_head
+                  else None)
         vision_out = BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=pooled)
         if input_ids is None:
             return vision_out
