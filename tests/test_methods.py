@@ -107,7 +107,8 @@ def test_vwt_passes_the_token_budget_and_the_attention_switch_through(sample_voc
         paper = methods.load("vwt", vocab=str(sample_vocab_dir), max_tokens=50,
                              proportional_attention=False).bind(model)(pixels)
         kept = methods.load("vwt", vocab=str(sample_vocab_dir), keep=0.25).bind(model)(pixels)
-    assert sized.tokens_per_image.tolist() == [51, 51] and sized.tokens_per_layer == [51, 51]
+    assert sized.tokens_per_image.tolist() == [51, 51] and list(sized.tokens_per_layer) == [51, 51]
+    assert sized.token_sizes.shape == (2, 51) and sized.token_sizes.sum(1).tolist() == [197, 197]  # CLS + 196
     assert kept.tokens_per_image.tolist() == [50, 50]  # round(0.25 * 196) = 49, plus CLS
     assert (sized.outputs.pooler_output - paper.outputs.pooler_output).abs().max() > 1e-4
     with pytest.raises(ValueError, match="conflict with the given tokenizer"):

@@ -24,6 +24,7 @@ from torch import nn
 
 from .batching import plan_buckets, plan_packing
 from .encoders import VisualWordModel, adapter_for
+from .encoders.masks import with_cls_size
 from .result import MethodResult
 
 __all__ = ["METHODS", "Method", "MethodResult", "Runner", "load"]
@@ -77,7 +78,7 @@ _NEEDS_TEXT = {"CLIPModel", "SiglipModel", "BlipForConditionalGeneration"}
 
 
 def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
-                    proportional_attention: bool) -> Callable[[torch.Tensor], MethodResult]:
+                    proportional_attention: bool | float) -> Callable[[torch.Tensor], MethodResult]:
     wrapped = VisualWordModel(model, batching=batching, proportional_attention=proportional_attention)
     prefix = int(wrapped.adapter.has_cls)
 
@@ -92,13 +93,14 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
             length = plan.num_rows * plan.row_length / len(lengths)
         else:
             length = sum(len(i) * int(lengths[i].max()) for i in plan_buckets(lengths, wrapped.num_buckets)) / len(lengths)
-        return MethodResult(outputs, (length,) * _num_layers(model), lengths)
+        return MethodResult(outputs, (length,) * _num_layers(model), lengths,
+                            token_sizes=with_cls_size(batch["token_sizes"], bool(prefix)))
 
     return run
 
 
 def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None, batching: str = "pad",
-              proportional_attention: bool = True, max_tokens: int | None = None,
+              proportional_attention: bool | float = True, max_tokens: int | None = None,
               keep: float | None = None) -> Callable[[torch.Tensor], MethodResult]:
     from .tokenizer import VisualWordTokenizer
 
@@ -119,7 +121,7 @@ def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = Non
 
 
 def _bind_intra(model: nn.Module, keep: int | float = 0.5, batching: str = "pad",
-                proportional_attention: bool = True) -> Callable[[torch.Tensor], MethodResult]:
+                proportional_attention: bool | float = True) -> Callable[[torch.Tensor], MethodResult]:
     from .tokenizer import IntraImageTokenizer
 
     adapter = adapter_for(model)
