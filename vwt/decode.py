@@ -1,0 +1,161 @@
+"""Worker-side streaming: decode a chunk of images, preprocess it, cut patches and sample them.
+
+Everything here is a pure function of its inputs (the chunk, a :class:`ChunkJob` and the chunk's
+index), so a chunk gives the same patches in the main process, in any worker process and on any
+rank of a ``torchrun`` job: that is what makes a build's words independent of ``--num-workers``
+and of the number of machines.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import ImageRecord
+from .patches import check_patch_grid, patchify
+from .preprocess import preprocess_images
+
+__all__ = ["DRAFT_GAP", "ChunkJob", "ChunkResult", "draft_size", "open_image", "decode_record", "sample_patches", "process_chunk"]
+
+logger = logging.getLogger(__name__)
+
+DRAFT_GAP = 3.0
+"""JPEG draft decoding keeps at least this many decoded pixels per output pixel of the processor's resize.
+
+Pillow documents the same two-step resize (``reducing_gap``; ``Image.thumbnail`` uses ``draft`` for JPEG):
+"with reducing_gap greater or equal to 3.0, the result is indistinguishable from fair resampling in most
+cases". A test holds the result to the processor's own tolerance.
+"""
+
+
+def draft_size(image_size: tuple[int, int], resize: dict[str, Any] | None, gap: float = DRAFT_GAP) -> tuple[int, int] | None:
+    """The smallest ``(width, height)`` a JPEG may be decoded at before the processor resizes it, or ``None``.
+
+    Args:
+        image_size: the file's ``(width, height)``.
+        resize: the processor's ``size`` dict (``shortest_edge``, or ``height`` and ``width``); ``None``
+            when the processor does not resize (then nothing may be reduced).
+        gap: decoded pixels kept per output pixel of the resize, per side.
+    """
+    if not resize:
+        return None
+    width, height = image_size
+    if resize.get("shortest_edge") and not resize.get("longest_edge"):
+        scale = gap * resize["shortest_edge"] / min(width, height)
+        return math.ceil(width * scale), math.ceil(height * scale)
+    if resize.get("height") and resize.get("width"):
+        return math.ceil(gap * resize["width"]), math.ceil(gap * resize["height"])
+    return None
+
+
+def open_image(source: Any, resize: dict[str, Any] | None = None) -> Image.Image:
+    """Decode a file path or a ``datasets`` image cell (``{"bytes", "path"}``) into a loaded PIL image.
+
+    A JPEG much larger than the processor's resize target is decoded at a reduced scale (libjpeg's
+    DCT scaling, ``Image.draft``), never below :func:`draft_size`.
+    """
+    if isinstance(source, dict):
+        data, path = source.get("bytes"), source.get("path")
+        source = io.BytesIO(data) if data is not None else path
+    with Image.open(source) as image:
+        if image.format == "JPEG":
+            target = draft_size(image.size, resize)
+            if target is not None and target[0] < image.size[0] and target[1] < image.size[1]:
+                image.draft("RGB" if image.mode == "RGB" else None, target)
+        image.load()  # decode now so that truncated files fail here
+        return image.copy()
+
+
+def decode_record(record: ImageRecord, resize: dict[str, Any] | None = None) -> ImageRecord:
+    """A record with its image decoded (``source`` set), or with ``error`` set where decoding fails."""
+    if record.source is None or record.error is not None:
+        return record
+    try:
+        return ImageRecord(record.name, open_image(record.source, resize))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        return ImageRecord(record.name, error=f"{type(err).__name__}: {err}")
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What turns a chunk of records into patches: the same in every process."""
+
+    # The model's image processor (a Hugging Face image processor object, picklable).
+    processor: Any
+    patch_size: int
+    # Patches sampled per image (None: all of them).
+    patches_per_image: int | None
+    # Seed of the per-chunk patch sampling.
+    seed: int
+    # The processor's resize ``size`` dict, for JPEG draft decoding (None: decode at full size).
+    resize: dict[str, Any] | None = None
+
+
+@dataclass
+class ChunkResult:
+    """The patches of one chunk and what was skipped in it."""
+
+    # Position of the chunk in the whole stream.
+    index: int
+    # ``[n, C * p * p]`` float32 patches, images in stream order.
+    patches: np.ndarray
+    # Images whose patches are in ``patches``.
+    num_images: int = 0
+    # ``(name, reason)`` of each unreadable image.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _pixel_values(records: list[ImageRecord], processor: Any, skipped: list[tuple[str, str]]) -> torch.Tensor | None:
+    """``[B, C, H, W]`` of the readable images; a failing batch is retried image by image to find the bad one."""
+    readable = []
+    for record in records:
+        if record.error is not None:
+            skipped.append((record.name, record.error))
+        else:
+            readable.append(record)
+    if not readable:
+        return None
+    try:
+        return preprocess_images([r.image for r in readable], processor)
+    except Exception:  # noqa: BLE001 - isolate the image that fails, below
+        pass
+    good = []
+    for record in readable:
+        try:
+            good.append(preprocess_images([record.image], processor))
+        except Exception as err:  # noqa: BLE001 - any decoder/processor failure skips that image
+            skipped.append((record.name, f"{type(err).__name__}: {err}"))
+    return torch.cat(good) if good else None
+
+
+def sample_patches(patches: np.ndarray, count: int | None, rng: np.random.Generator) -> np.ndarray:
+    """``[B, N, D]`` -> ``[B, min(count, N), D]``: an independent sample without replacement per image."""
+    b, n, _ = patches.shape
+    if count is None or count >= n:
+        return patches
+    index = np.argsort(rng.random((b, n)), axis=1)[:, :count]  # argsort of uniform noise
+    return np.take_along_axis(patches, index[..., None], axis=1)
+
+
+def process_chunk(job: ChunkJob, index: int, records: list[ImageRecord]) -> ChunkResult:
+    """Decode, preprocess, patchify and sample chunk number ``index`` of the stream.
+
+    The sampling generator is seeded by ``(job.seed, index)``: a chunk's patches do not depend on which
+    process handles it, nor on what was handled before.
+    """
+    skipped: list[tuple[str, str]] = []
+    pixels = _pixel_values([decode_record(r, job.resize) for r in records], job.processor, skipped)
+    if pixels is None:
+        return ChunkResult(index, np.zeros((0, 0), dtype=np.float32), 0, skipped)
+    check_patch_grid(pixels.shape[-2], pixels.shape[-1], job.patch_size)
+    patches = patchify(pixels, job.patch_size).numpy()  # [B, N, D]
+    patches = sample_patches(patches, job.patches_per_image, np.random.default_rng([job.seed, index]))
+    flat = np.ascontiguousarray(patches.reshape(-1, patches.shape[-1]), dtype=np.float32)
+    return ChunkResult(index, flat, len(pixels), skipped)
