@@ -251,7 +251,7 @@ def build_vocabulary(
                 if stopping:
                     raise KeyboardInterrupt(f"interrupted; checkpoint saved at {ckpt}")
         centroids = kmeans.finish() if context.is_main else None
-        if not agree(context, centroids is not None):
+        if not agree(context, centroids is not None or not context.is_main):
             raise ValueError(
                 f"not enough patches to learn {k} words: {stats.num_patches} patches from {stats.num_images} "
                 f"images ({stats.num_skipped} skipped) in {describe_source(data)!r}"
