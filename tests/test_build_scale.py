@@ -89,3 +89,13 @@ def test_resume_without_a_checkpoint_starts_afresh(photos, tmp_path):
 def test_checkpoints_need_an_output_directory(photos):
     with pytest.raises(ValueError, match="need out"):
         build_vocabulary(photos, checkpoint_every=2, **SMALL)
+
+
+def test_the_cli_documents_the_scale_flags():
+    from vwt.cli import build_vocab_parser
+
+    text = build_vocab_parser().format_help()
+    for flag in ("--num-workers", "--checkpoint-every", "--resume", "--images-per-chunk"):
+        assert flag in text
+    args = build_vocab_parser().parse_args(["--data", "sample", "--k", "4", "--resume", "--checkpoint-every", "10"])
+    assert args.resume and args.checkpoint_every == 10 and args.num_workers is None  # None: the machine's CPUs

@@ -72,13 +72,17 @@ def open_image(source: Any, resize: dict[str, Any] | None = None) -> Image.Image
     if isinstance(source, dict):
         data, path = source.get("bytes"), source.get("path")
         source = io.BytesIO(data) if data is not None else path
-    with Image.open(source) as image:
+    image = Image.open(source)
+    try:
         if image.format == "JPEG":
             scale = draft_scale(image.size, resize)
             if scale > 1:
                 image.draft("RGB" if image.mode == "RGB" else None, (image.width // scale, image.height // scale))
-        image.load()  # decode now so that truncated files fail here
-        return image.copy()
+        image.load()  # decode now so that truncated files fail here (a single-frame file is closed by load)
+    except BaseException:
+        image.close()
+        raise
+    return image
 
 
 def decode_record(record: ImageRecord, resize: dict[str, Any] | None = None) -> ImageRecord:
