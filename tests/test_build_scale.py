@@ -92,10 +92,25 @@ def test_checkpoints_need_an_output_directory(photos):
 
 
 def test_the_cli_documents_the_scale_flags():
-    from vwt.cli import build_vocab_parser
+    from vwt.cli.build_vocab import build_vocab_parser
 
     text = build_vocab_parser().format_help()
     for flag in ("--num-workers", "--checkpoint-every", "--resume", "--images-per-chunk"):
         assert flag in text
     args = build_vocab_parser().parse_args(["--data", "sample", "--k", "4", "--resume", "--checkpoint-every", "10"])
     assert args.resume and args.checkpoint_every == 10 and args.num_workers is None  # None: the machine's CPUs
+
+
+def test_a_datasets_stream_is_decoded_lazily_and_learns_the_words_of_the_same_folder(jpeg_folder, monkeypatch):
+    # The packaged `imagefolder` builder goes through the hub-dataset path (streaming, the image column cast
+    # to undecoded bytes/paths, decoding in process_chunk) without any network.
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from vwt.stream import iter_chunks
+
+    kwargs = {"data_dir": str(jpeg_folder)}
+    first = next(iter_chunks("imagefolder", dataset_kwargs=kwargs))[1][0]
+    assert first.image is None and first.source is not None  # not decoded by the reader
+    via_datasets = build_vocabulary("imagefolder", dataset_kwargs=kwargs, **SMALL)
+    via_folder = build_vocabulary(jpeg_folder, **SMALL)
+    assert via_datasets.config.num_images == 8 and via_datasets.config.split == "train"
+    assert torch.equal(via_datasets.centroids, via_folder.centroids)  # same files, same (sorted) order

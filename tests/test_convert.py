@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vwt.cli import convert_vocab_main
+from vwt.cli.convert_vocab import main as convert_vocab_main
 from vwt.convert import convert_reference_vocab, reference_image_processor
 from vwt.tokenizer import VisualWordTokenizer
 from vwt.vocabulary import VocabularyLoadError

@@ -176,7 +176,8 @@ def build_vocabulary(
         progress: show a tqdm bar.
         command: the command line that rebuilds this vocabulary, recorded in its card.
         dataset_kwargs: passed to ``datasets.load_dataset``.
-        num_workers: processes that decode and preprocess images (0: in this process).
+        num_workers: processes that decode and preprocess images (0: in this process). They are spawned,
+            so a script that passes ``num_workers > 0`` must call this under ``if __name__ == "__main__":``.
         checkpoint_every: save a checkpoint beside ``out`` (:func:`vwt.checkpoint.checkpoint_path`) every
             this many images; SIGINT/SIGTERM also save one (whenever ``out`` is given) before raising
             :class:`KeyboardInterrupt`. The checkpoint is deleted once ``out`` is written.
