@@ -71,7 +71,7 @@ def test_importing_vwt_loads_no_heavy_library_until_a_name_is_used():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("command", ["build_vocab", "viz", "bench"])
+@pytest.mark.parametrize("command", ["build_vocab", "convert_vocab", "viz", "bench"])
 def test_every_command_prints_its_help_without_loading_a_heavy_library(command):
     code = (f"import sys; sys.argv = ['x', '--help']\nfrom vwt.cli.{command} import main\n"
             f"try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0\n{_NOT_LOADED}")

@@ -1,13 +1,20 @@
-"""Offline: stream images, take patches in the model's pixel space, learn visual words with k-means."""
+"""Offline: stream images, take patches in the model's pixel space, learn visual words with k-means.
+
+The pieces: :mod:`vwt.stream` (this process's chunks of the stream, decoded by worker processes in
+order), :mod:`vwt.decode` (a chunk to patches, the same in every process), :mod:`vwt.checkpoint`
+(the streaming k-means and its resumable state) and :mod:`vwt.distributed` (``torchrun``).
+"""
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import logging
 import os
-from pathlib import Path
+import signal
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,21 +22,25 @@ import torch
 from tqdm.auto import tqdm
 
 from .version import __version__
+from .checkpoint import CheckpointError, KMeansStream, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import VocabularyConfig
-from .data import ImageRecord, describe_source, iter_images
+from .data import describe_source, is_dataset_id
+from .decode import ChunkJob, ChunkResult
+from .distributed import DistContext, agree, broadcast_array, close_distributed, gather_round, init_distributed
 from .io import atomic_directory
-from .patches import check_patch_grid, patchify
-from .preprocess import load_image_processor, preprocess_config, preprocess_images
+from .patches import check_patch_grid
+from .preprocess import load_image_processor, preprocess_config
+from .stream import iter_chunks, map_chunks
 from .vocabulary import VisualVocabulary
 
-__all__ = ["BuildStats", "build_vocabulary", "iter_patch_batches"]
+__all__ = ["BuildStats", "build_vocabulary"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class BuildStats:
-    """Counts kept while streaming."""
+    """Counts kept while streaming (over all ranks); ``skipped`` names this process's unreadable images."""
 
     num_images: int = 0
     num_patches: int = 0
@@ -37,105 +48,84 @@ class BuildStats:
     skipped: list[str] = field(default_factory=list)
 
 
-def _chunks(records: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
-    chunk: list[ImageRecord] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+@dataclass
+class _StopRequest:
+    requested: bool = False
 
 
-def _skip(stats: BuildStats, record: ImageRecord, reason: str) -> None:
-    logger.warning("skipping image %s: %s", record.name, reason)
-    stats.num_skipped += 1
-    stats.skipped.append(record.name)
+@contextlib.contextmanager
+def _deferred_interrupts(enabled: bool) -> Iterator[_StopRequest]:
+    """While the body runs, SIGINT/SIGTERM only request a stop, honoured between chunks (a second SIGINT stops now).
 
-
-def _preprocess_chunk(chunk: list[ImageRecord], processor: Any, stats: BuildStats) -> torch.Tensor | None:
-    """Preprocess readable images of a chunk; a failing batch is retried image by image to find the bad one."""
-    readable = []
-    for record in chunk:
-        if record.error is not None:
-            _skip(stats, record, record.error)
-        else:
-            readable.append(record)
-    if not readable:
-        return None
-    try:
-        return preprocess_images([r.image for r in readable], processor)
-    except Exception:  # noqa: BLE001 - isolate the image that fails, below
-        pass
-    good = []
-    for record in readable:
-        try:
-            good.append(preprocess_images([record.image], processor))
-        except Exception as err:  # noqa: BLE001 - any decoder/processor failure skips that image
-            _skip(stats, record, f"{type(err).__name__}: {err}")
-    return torch.cat(good) if good else None
-
-
-def iter_patch_batches(
-    records: Iterable[ImageRecord],
-    processor: Any,
-    patch_size: int,
-    *,
-    patches_per_image: int | None = None,
-    rng: np.random.Generator,
-    stats: BuildStats,
-    images_per_chunk: int = 16,
-    max_images: int | None = None,
-    progress: bool = True,
-) -> Iterator[np.ndarray]:
-    """Stream ``[n, C * p * p]`` float32 patch arrays, one per chunk of images, updating ``stats``."""
-    bar = tqdm(total=max_images, unit="img", desc="images", disable=not progress)
-    try:
-        for chunk in _chunks(records, images_per_chunk):
-            if max_images is not None:
-                chunk = chunk[: max_images - stats.num_images - stats.num_skipped]
-            pixels = _preprocess_chunk(chunk, processor, stats)
-            bar.update(len(chunk))
-            if pixels is not None:
-                check_patch_grid(pixels.shape[-2], pixels.shape[-1], patch_size)
-                patches = patchify(pixels, patch_size).numpy()  # [B, N, D]
-                b, n, d = patches.shape
-                if patches_per_image is not None and patches_per_image < n:
-                    # Independent sample without replacement per image: argsort of uniform noise.
-                    index = np.argsort(rng.random((b, n)), axis=1)[:, :patches_per_image]
-                    patches = np.take_along_axis(patches, index[..., None], axis=1)
-                flat = np.ascontiguousarray(patches.reshape(-1, d), dtype=np.float32)
-                stats.num_images += b
-                stats.num_patches += flat.shape[0]
-                bar.set_postfix(patches=stats.num_patches, skipped=stats.num_skipped)
-                yield flat
-            if max_images is not None and stats.num_images + stats.num_skipped >= max_images:
-                break
-    finally:
-        bar.close()
-
-
-def _is_dataset_id(data: Any) -> bool:
-    """Whether ``data`` names a ``datasets`` hub dataset (not ``sample``, a folder or an iterable)."""
-    if not isinstance(data, (str, os.PathLike)) or str(data) == "sample":
-        return False
-    return not Path(data).expanduser().is_dir()
-
-
-def _new_kmeans(first: np.ndarray, k: int, batch_size: int, seed: int) -> Any:
-    """MiniBatchKMeans seeded by k-means++ on the first patches.
-
-    k-means++ runs here in float64 on the first ``max(3 * k, batch_size)`` patches at most: scikit-learn's own float32 path
-    through ``partial_fit`` is several times slower for k in the thousands.
+    k-means is never interrupted halfway through a ``partial_fit``, so the saved state is consistent.
     """
-    from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
+    stop = _StopRequest()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
 
-    sample = first[: max(3 * k, batch_size)].astype(np.float64)
-    centers, _ = kmeans_plusplus(sample, k, random_state=seed)
-    return MiniBatchKMeans(
-        n_clusters=k, batch_size=batch_size, random_state=seed, n_init=1, init=centers.astype(np.float32)
-    )
+    def handler(signum: int, frame: Any) -> None:
+        if stop.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.requested = True
+        logger.warning("%s: saving a checkpoint after the current chunk (Ctrl-C again to stop at once)",
+                       signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _rounds(context: DistContext, results: Iterator[ChunkResult], stop: _StopRequest
+            ) -> Iterator[tuple[list[np.ndarray], np.ndarray, bool, list[tuple[str, str]]]]:
+    """Per round (one chunk per rank): ``(patches in stream order (rank 0), [W, 3] images/skipped/patches counts,
+    stop requested anywhere, this rank's skipped images)``, until every rank's share is exhausted."""
+    while True:
+        result = next(results, None)
+        empty = np.zeros((0, 0), dtype=np.float32)
+        patches = empty if result is None or not result.num_images else result.patches
+        counts = (0, 0, 0) if result is None else (result.num_images, len(result.skipped), len(patches))
+        gathered, table = gather_round(context, patches, (*counts, int(result is None), int(stop.requested)))
+        if table[:, 3].all():  # every rank exhausted
+            return
+        yield gathered, table[:, :3], bool(table[:, 4].any()), [] if result is None else result.skipped
+
+
+def _settings(data: Any, split: str, k: int, patch_size: int, patches_per_image: int | None, batch_size: int,
+              max_images: int | None, seed: int, images_per_chunk: int, world_size: int, pre: Any) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed by this build."""
+    return {
+        "data": describe_source(data), "split": split if is_dataset_id(data) else None, "k": k,
+        "patch_size": patch_size, "patches_per_image": patches_per_image, "batch_size": batch_size,
+        "max_images": max_images, "seed": seed, "images_per_chunk": images_per_chunk, "world_size": world_size,
+        "preprocess": VocabularyConfig(k=1, patch_size=1, num_channels=len(pre.image_mean), preprocess=pre
+                                       ).to_dict()["preprocess"],
+    }
+
+
+def _restore(path: Path, settings: dict[str, Any], kmeans: KMeansStream, stats: BuildStats) -> int:
+    """Load a checkpoint into ``kmeans`` and ``stats``; return the rounds already done."""
+    arrays, state = load_checkpoint(path)
+    if state.get("settings") != settings:
+        theirs = state.get("settings") or {}
+        differ = sorted(key for key in {*settings, *theirs} if settings.get(key) != theirs.get(key))
+        raise CheckpointError(f"{path} belongs to a build with other settings ({', '.join(differ)} differ); "
+                              "rerun that build, or delete the checkpoint to start over")
+    kmeans.load_state(arrays, state["kmeans"])
+    stats.num_images, stats.num_patches, stats.num_skipped = (state["stats"][key] for key in
+                                                               ("num_images", "num_patches", "num_skipped"))
+    logger.info("resuming from %s: %d images done", path, stats.num_images)
+    return int(state["rounds"])
+
+
+def _save(path: Path, settings: dict[str, Any], kmeans: KMeansStream, stats: BuildStats, rounds: int) -> None:
+    arrays, kmeans_state = kmeans.state()
+    counts = {"num_images": stats.num_images, "num_patches": stats.num_patches, "num_skipped": stats.num_skipped}
+    save_checkpoint(path, arrays, {"settings": settings, "rounds": rounds, "stats": counts, "kmeans": kmeans_state})
+    logger.info("checkpoint: %s (%d images)", path, stats.num_images)
 
 
 def build_vocabulary(
@@ -154,12 +144,21 @@ def build_vocabulary(
     progress: bool = True,
     command: str = "",
     dataset_kwargs: dict[str, Any] | None = None,
+    num_workers: int = 0,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    images_per_chunk: int = 16,
 ) -> VisualVocabulary:
     """Learn ``k`` visual words from a stream of images with ``MiniBatchKMeans.partial_fit``.
 
     Images are preprocessed exactly as the model's image processor does (default: CLIP ViT-B/16's),
     cut into ``patch_size`` patches flattened channel-major, optionally sub-sampled per image, and fed
-    to k-means in batches of ``batch_size`` patches. The same ``seed`` reproduces the words bit for bit.
+    to k-means in batches of ``batch_size`` patches. The same ``seed`` reproduces the words bit for bit,
+    whatever ``num_workers`` is, and whether the build ran in one go or was interrupted and resumed.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank decodes its share of the stream and rank 0 runs
+    k-means on the gathered patches, in stream order (see :mod:`vwt.distributed`); rank 0 writes ``out``
+    and the checkpoints, and every rank returns the vocabulary.
 
     Args:
         data: see :func:`vwt.data.iter_images` (``"sample"``, ``"imagenet"``, a folder, a datasets id, an iterable).
@@ -177,83 +176,128 @@ def build_vocabulary(
         progress: show a tqdm bar.
         command: the command line that rebuilds this vocabulary, recorded in its card.
         dataset_kwargs: passed to ``datasets.load_dataset``.
+        num_workers: processes that decode and preprocess images (0: in this process). They are spawned,
+            so a script that passes ``num_workers > 0`` must call this under ``if __name__ == "__main__":``.
+        checkpoint_every: save a checkpoint beside ``out`` (:func:`vwt.checkpoint.checkpoint_path`) every
+            this many images; SIGINT/SIGTERM also save one (whenever ``out`` is given) before raising
+            :class:`KeyboardInterrupt`. The checkpoint is deleted once ``out`` is written.
+        resume: continue from the checkpoint beside ``out`` (a fresh start if there is none); the result is
+            the vocabulary of an uninterrupted build.
+        images_per_chunk: images decoded and preprocessed together (part of what a checkpoint must match).
 
     Raises:
         ValueError: bad arguments, or fewer usable patches than ``k`` (e.g. an empty stream).
+        FileExistsError: ``out`` exists (without ``overwrite``), or a checkpoint exists (without ``resume``).
+        CheckpointError: the checkpoint belongs to a build with other settings.
     """
-    if k < 1 or batch_size < 1 or patch_size < 1:
-        raise ValueError(f"k, batch_size and patch_size must be positive (got {k}, {batch_size}, {patch_size})")
-    if patches_per_image is not None and patches_per_image < 1:
-        raise ValueError(f"patches_per_image must be positive, got {patches_per_image}")
-    if max_images is not None and max_images < 1:
-        raise ValueError(f"max_images must be positive, got {max_images}")
-    if out is not None and os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    for name, value in (("k", k), ("batch_size", batch_size), ("patch_size", patch_size),
+                        ("images_per_chunk", images_per_chunk)):
+        if value < 1:
+            raise ValueError(f"{name} must be positive, got {value}")
+    for name, value in (("patches_per_image", patches_per_image), ("max_images", max_images),
+                        ("checkpoint_every", checkpoint_every)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must not be negative, got {num_workers}")
+    if out is None and (checkpoint_every is not None or resume):
+        raise ValueError("checkpoint_every and resume need out: the checkpoint lives beside it")
     processor = image_processor
     if processor is None or isinstance(processor, (str, os.PathLike)):
         processor = load_image_processor(processor)
     pre = preprocess_config(processor)
     check_patch_grid(*pre.image_size, patch_size)
-
-    rng = np.random.default_rng(seed)
-    kmeans = None
-    stats = BuildStats()
-    buffer: list[np.ndarray] = []
-    buffered = 0
-    fitted = False
-    records = iter_images(data, split, **(dataset_kwargs or {}))
-    if max_images is not None:  # never read (decode, download) past the images that will be used
-        records = itertools.islice(records, max_images)
-    batches = iter_patch_batches(
-        records,
-        processor,
-        patch_size,
-        patches_per_image=patches_per_image,
-        rng=rng,
-        stats=stats,
-        max_images=max_images,
-        progress=progress,
-    )
-    for patches in batches:
-        buffer.append(patches)
-        buffered += len(patches)
-        while buffered >= max(batch_size, 0 if fitted else k):
-            stacked = np.concatenate(buffer)
-            take = len(stacked) if not fitted else batch_size
-            kmeans = kmeans or _new_kmeans(stacked, k, batch_size, seed)
-            kmeans.partial_fit(stacked[:take])
-            fitted = True
-            buffer, buffered = [stacked[take:]], len(stacked) - take
-    if buffered and (fitted or buffered >= k):
-        stacked = np.concatenate(buffer)
-        kmeans = kmeans or _new_kmeans(stacked, k, batch_size, seed)
-        kmeans.partial_fit(stacked)
-        fitted = True
-    if not fitted:
-        raise ValueError(
-            f"not enough patches to learn {k} words: {stats.num_patches} patches from {stats.num_images} images "
-            f"({stats.num_skipped} skipped) in {describe_source(data)!r}"
+    context = init_distributed()
+    try:
+        settings = _settings(data, split, k, patch_size, patches_per_image, batch_size, max_images, seed,
+                             images_per_chunk, context.world_size, pre)
+        kmeans, stats = KMeansStream(k, batch_size, seed), BuildStats()
+        ckpt = None if out is None else checkpoint_path(out)
+        rounds, error = 0, None
+        if context.is_main:
+            try:
+                rounds = _start(out, overwrite, ckpt, resume, settings, kmeans, stats)
+            except (OSError, ValueError) as err:
+                error = err
+        if not agree(context, error is None):
+            raise error or RuntimeError("rank 0 could not start the build (see its log)")
+        rounds = int(broadcast_array(context, np.array([rounds]), (1,), np.int64)[0])
+        resize = pre.processor.get("size") if pre.processor.get("do_resize", True) else None
+        job = ChunkJob(processor, patch_size, patches_per_image, seed, resize)
+        chunks = iter_chunks(data, split, images_per_chunk=images_per_chunk, max_images=max_images,
+                             rank=context.rank, world_size=context.world_size, start=rounds,
+                             dataset_kwargs=dataset_kwargs)
+        since_checkpoint = 0
+        bar = tqdm(total=max_images, initial=stats.num_images + stats.num_skipped, unit="img", desc="images",
+                   disable=not progress or not context.is_main)
+        with bar, _deferred_interrupts(ckpt is not None) as stop:
+            for patches, counts, stopping, skipped in _rounds(context, map_chunks(job, chunks, num_workers), stop):
+                for name, reason in skipped:
+                    logger.warning("skipping image %s: %s", name, reason)
+                    stats.skipped.append(name)
+                for array in patches:
+                    kmeans.add(array)
+                images, num_skipped, num_patches = (int(v) for v in counts.sum(axis=0))
+                stats.num_images += images
+                stats.num_skipped += num_skipped
+                stats.num_patches += num_patches
+                since_checkpoint += images + num_skipped
+                rounds += 1
+                bar.update(images + num_skipped)
+                bar.set_postfix(patches=stats.num_patches, skipped=stats.num_skipped)
+                due = checkpoint_every is not None and since_checkpoint >= checkpoint_every
+                if ckpt is not None and context.is_main and (due or stopping):
+                    _save(ckpt, settings, kmeans, stats, rounds)
+                    since_checkpoint = 0
+                if stopping:
+                    raise KeyboardInterrupt(f"interrupted; checkpoint saved at {ckpt}")
+        centroids = kmeans.finish() if context.is_main else None
+        if not agree(context, centroids is not None or not context.is_main):
+            raise ValueError(
+                f"not enough patches to learn {k} words: {stats.num_patches} patches from {stats.num_images} "
+                f"images ({stats.num_skipped} skipped) in {describe_source(data)!r}"
+            )
+        centroids = broadcast_array(context, centroids, (k, len(pre.image_mean) * patch_size**2), np.float32)
+        if stats.num_skipped:
+            logger.warning("skipped %d unreadable images", stats.num_skipped)
+        config = VocabularyConfig(
+            k=k,
+            patch_size=patch_size,
+            num_channels=len(pre.image_mean),
+            preprocess=pre,
+            dataset=describe_source(data),
+            split=split if is_dataset_id(data) else None,
+            num_images=stats.num_images,
+            num_patches=stats.num_patches,
+            num_skipped=stats.num_skipped,
+            patches_per_image=patches_per_image,
+            batch_size=batch_size,
+            seed=seed,
+            vwt_version=__version__,
+            command=command,
         )
-    if stats.num_skipped:
-        logger.warning("skipped %d unreadable images", stats.num_skipped)
-    config = VocabularyConfig(
-        k=k,
-        patch_size=patch_size,
-        num_channels=len(pre.image_mean),
-        preprocess=pre,
-        dataset=describe_source(data),
-        split=split if _is_dataset_id(data) else None,
-        num_images=stats.num_images,
-        num_patches=stats.num_patches,
-        num_skipped=stats.num_skipped,
-        patches_per_image=patches_per_image,
-        batch_size=batch_size,
-        seed=seed,
-        vwt_version=__version__,
-        command=command,
-    )
-    vocab = VisualVocabulary(torch.from_numpy(kmeans.cluster_centers_.astype(np.float32)), config)
-    if out is not None:
-        with atomic_directory(out, overwrite=overwrite) as tmp:
-            vocab.save_pretrained(tmp)
-    return vocab
+        vocab = VisualVocabulary(torch.from_numpy(np.array(centroids, dtype=np.float32)), config)
+        if out is not None and context.is_main:
+            with atomic_directory(out, overwrite=overwrite) as tmp:
+                vocab.save_pretrained(tmp)
+            if ckpt is not None:
+                ckpt.unlink(missing_ok=True)
+        agree(context, True)  # the other ranks return once rank 0 has written
+        return vocab
+    finally:
+        close_distributed(context)
+
+
+def _start(out: str | os.PathLike | None, overwrite: bool, ckpt: Path | None, resume: bool,
+           settings: dict[str, Any], kmeans: KMeansStream, stats: BuildStats) -> int:
+    """Rank 0's checks before any data is read; the rounds a resumed checkpoint has done (else 0)."""
+    if out is not None and os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    if ckpt is None or not ckpt.exists():
+        if resume:
+            logger.info("no checkpoint at %s: starting from the beginning", ckpt)
+        return 0
+    if not resume:
+        raise FileExistsError(f"{ckpt} holds an interrupted build: pass resume=True (--resume) to continue it, "
+                              "or delete it to start over")
+    return _restore(ckpt, settings, kmeans, stats)

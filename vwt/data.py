@@ -16,6 +16,7 @@ __all__ = [
     "SAMPLE_IMAGE_NAMES",
     "sample_images",
     "iter_images",
+    "is_dataset_id",
     "describe_source",
 ]
 
@@ -47,11 +48,17 @@ SAMPLE_IMAGE_NAMES = (
 
 @dataclass
 class ImageRecord:
-    """One item of a stream: an image (PIL, array or tensor), or ``None`` with the reason it is unreadable."""
+    """One item of a stream: an image (PIL, array or tensor), or ``None`` with the reason it is unreadable.
+
+    A lazily decoded record (``iter_images(..., decode=False)``) carries ``source`` instead of ``image``:
+    a file path, or a ``datasets`` image cell ``{"bytes": ..., "path": ...}``; :func:`vwt.decode.decode_record`
+    decodes it (in a worker process, for a parallel build).
+    """
 
     name: str
     image: Any = None
     error: str | None = None
+    source: Any = None
 
 
 def sample_images() -> list[tuple[str, Any]]:
@@ -75,13 +82,16 @@ def sample_images() -> list[tuple[str, Any]]:
     return images
 
 
-def _iter_folder(root: Path) -> Iterator[ImageRecord]:
+def _iter_folder(root: Path, decode: bool = True) -> Iterator[ImageRecord]:
     from PIL import Image
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         logger.warning("no image files (%s) under %s", ", ".join(sorted(IMAGE_EXTENSIONS)), root)
     for path in files:
+        if not decode:
+            yield ImageRecord(str(path.relative_to(root)), source=str(path))
+            continue
         try:
             with Image.open(path) as image:
                 image.load()  # decode now so that truncated files fail here
@@ -103,13 +113,28 @@ def _image_column(features: Any) -> str:
     raise ValueError(f"no image column in dataset features {list(features)}")
 
 
-def _iter_dataset(name: str, split: str, **kwargs: Any) -> Iterator[ImageRecord]:
+def _iter_dataset(
+    name: str, split: str, decode: bool = True, shard: tuple[int, int] = (0, 1), take: int | None = None, **kwargs: Any
+) -> Iterator[ImageRecord]:
+    from datasets import Image as ImageFeature
     from datasets import load_dataset
+    from datasets.distributed import split_dataset_by_node
 
     dataset = load_dataset(name, split=split, streaming=True, **kwargs)
     column = _image_column(getattr(dataset, "features", None))
+    if not decode:  # rows carry the encoded bytes; decoding happens where the record is used (a worker)
+        dataset = dataset.cast_column(column, ImageFeature(decode=False))
+    if take is not None:
+        dataset = dataset.take(take)
+    rank, world = shard
+    if world > 1:
+        dataset = split_dataset_by_node(dataset, rank=rank, world_size=world)
     for index, row in enumerate(dataset):
-        yield ImageRecord(f"{name}[{split}][{index}]", row[column])
+        item = f"{name}[{split}][{index}]" if world == 1 else f"{name}[{split}][rank {rank}/{world}][{index}]"
+        if decode:
+            yield ImageRecord(item, row[column])
+        else:
+            yield ImageRecord(item, source=row[column])
 
 
 def _iter_iterable(images: Iterable[Any]) -> Iterator[ImageRecord]:
@@ -124,7 +149,20 @@ def describe_source(data: str | os.PathLike | Iterable[Any]) -> str:
     return "iterable"
 
 
-def iter_images(data: str | os.PathLike | Iterable[Any], split: str = "train", **dataset_kwargs: Any) -> Iterator[ImageRecord]:
+def is_dataset_id(data: Any) -> bool:
+    """Whether ``data`` names a ``datasets`` hub dataset (not ``sample``, a folder, a file or an iterable)."""
+    if not isinstance(data, (str, os.PathLike)) or str(data) == "sample":
+        return False
+    return not Path(data).expanduser().exists()
+
+
+def iter_images(
+    data: str | os.PathLike | Iterable[Any],
+    split: str = "train",
+    *,
+    decode: bool = True,
+    **dataset_kwargs: Any,
+) -> Iterator[ImageRecord]:
     """Stream images from any supported source, lazily.
 
     Args:
@@ -132,7 +170,11 @@ def iter_images(data: str | os.PathLike | Iterable[Any], split: str = "train", *
             a local folder (searched recursively), a ``datasets`` hub id (streamed, never fully downloaded),
             or an iterable of PIL images / arrays / tensors.
         split: the ``datasets`` split.
-        dataset_kwargs: passed to ``datasets.load_dataset``.
+        decode: ``False``: folder files and dataset rows are not decoded here; their records carry ``source``
+            (see :class:`ImageRecord`) for :func:`vwt.decode.decode_record`.
+        dataset_kwargs: passed to ``datasets.load_dataset`` (and ``shard=(rank, world)`` / ``take=n``:
+            this process's share of the stream by ``datasets.distributed.split_dataset_by_node``, after
+            its first ``n`` rows).
 
     Yields:
         :class:`ImageRecord` items; an unreadable file yields a record with ``error`` set.
@@ -143,10 +185,10 @@ def iter_images(data: str | os.PathLike | Iterable[Any], split: str = "train", *
             return _iter_iterable(ImageRecord(name, image) for name, image in sample_images())
         path = Path(text).expanduser()
         if path.is_dir():
-            return _iter_folder(path)
+            return _iter_folder(path, decode)
         if path.exists():
             raise ValueError(f"{path} is a file; pass a folder of images, a datasets id or 'sample'")
-        return _iter_dataset(DATASET_ALIASES.get(text, text), split, **dataset_kwargs)
+        return _iter_dataset(DATASET_ALIASES.get(text, text), split, decode, **dataset_kwargs)
     if isinstance(data, Iterable):
         return _iter_iterable(data)
     raise TypeError(f"unsupported image source {type(data).__name__}")

@@ -1,6 +1,7 @@
 """Command-line front ends, one module a command; only these modules print.
 
 - ``vwt-build-vocab``: :mod:`vwt.cli.build_vocab`
+- ``vwt-convert-vocab``: :mod:`vwt.cli.convert_vocab`
 - ``vwt-viz``: :mod:`vwt.cli.viz`
 - ``vwt-bench``: :mod:`vwt.cli.bench`
 

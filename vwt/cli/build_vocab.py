@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -46,6 +47,34 @@ def build_vocab_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-images", type=positive_int, default=None, help="stop after this many images")
     parser.add_argument("--seed", type=int, default=0, help="seed of patch sampling and k-means (bit-reproducible)")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that decode and preprocess images; the words do not depend on it "
+        "(default: the CPUs available, at most 8; 0: decode in the main process)",
+    )
+    parser.add_argument(
+        "--images-per-chunk",
+        type=positive_int,
+        default=16,
+        help="images a decoding process handles at a time (a checkpoint must be resumed with the same value)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=None,
+        metavar="IMAGES",
+        help="save a resumable checkpoint beside --out (OUT.checkpoint.safetensors) every this many images; "
+        "Ctrl-C (SIGINT) or SIGTERM always saves one before exiting",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint beside --out (start afresh if there is none); the words equal "
+        "those of an uninterrupted build",
+    )
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload to this hub repo")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -66,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or _default_out(args.data, args.k, args.patch_size)
     try:
         from ..build import build_vocabulary
+        from ..stream import default_num_workers
 
         vocab = build_vocabulary(
             args.data,
@@ -81,19 +111,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             command=shlex.join(["vwt-build-vocab", *args_list]),
+            num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+            images_per_chunk=args.images_per_chunk,
         )
         if args.push_to_hub:
             url = vocab.push_to_hub(args.push_to_hub)
             print(f"pushed to {url}")
     except KeyboardInterrupt:
-        print("vwt-build-vocab: interrupted; nothing was written", file=sys.stderr)
-        return 1
+        from ..checkpoint import checkpoint_path
+
+        ckpt = checkpoint_path(out)
+        if ckpt.exists():
+            print(f"vwt-build-vocab: interrupted; checkpoint saved at {ckpt}: rerun the same command with "
+                  "--resume to continue", file=sys.stderr)
+        else:
+            print("vwt-build-vocab: interrupted; nothing was written", file=sys.stderr)
+        return 130
     except Exception as err:  # noqa: BLE001 - one clear line, traceback only with --verbose
         if args.verbose:
             raise
         print(f"vwt-build-vocab: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     c = vocab.config
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 wrote and reports
+        return 0
     print(
         f"wrote {out}: k={c.k}, patch {c.patch_size}, {c.num_patches} patches from {c.num_images} images "
         f"({c.num_skipped} skipped)"

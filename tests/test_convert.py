@@ -1,0 +1,113 @@
+"""vwt-convert-vocab: the reference implementation's vocab.pt to a vocabulary that tokenizes like the reference."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vwt.cli.convert_vocab import main as convert_vocab_main
+from vwt.convert import convert_reference_vocab, reference_image_processor
+from vwt.tokenizer import VisualWordTokenizer
+from vwt.vocabulary import VocabularyLoadError
+
+CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
+CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])
+
+
+def reference_pixel_values(images):
+    """The reference's ImageNet transform, written out with Pillow as torchvision runs it on PIL images:
+    Resize((256, 256)) bilinear, CenterCrop(224) (offset round((256 - 224) / 2) = 16), ToTensor, Normalize."""
+    out = []
+    for image in images:
+        resized = Image.fromarray(np.asarray(image)).convert("RGB").resize((256, 256), Image.BILINEAR)
+        array = torch.from_numpy(np.array(resized)[16:240, 16:240]).permute(2, 0, 1).float() / 255
+        out.append((array - CLIP_MEAN[:, None, None]) / CLIP_STD[:, None, None])
+    return torch.stack(out)
+
+
+def reference_labels(pixel_values, vocab, thresh):
+    """The reference tokenizer's grouping (vwt/inter.py of wearepal/visual-word-tokenizer): ``[B, N]`` labels."""
+    patches = pixel_values.unfold(1, 3, 3).unfold(2, 16, 16).unfold(3, 16, 16)
+    patches = patches.reshape(patches.size(0), -1, 3 * 16 * 16)
+    words = torch.nn.functional.normalize(vocab, p=2, dim=-1).T.unsqueeze(0)
+    scores = 1 - torch.matmul(torch.nn.functional.normalize(patches, p=2, dim=-1), words)
+    scores, labels = scores.min(-1)
+    masks = scores > thresh
+    labels[masks] = torch.arange(int(masks.sum())) + vocab.size(0)  # each unmatched patch alone
+    return labels
+
+
+@pytest.fixture(scope="module")
+def photos(sample_photos):
+    return [image for _, image in sample_photos[:5]]
+
+
+@pytest.fixture()
+def vocab_pt(tmp_path, photos):
+    """A reference-style vocab.pt: torch.save of a [k, 768] float tensor (real patches as words)."""
+    patches = reference_pixel_values(photos).unfold(1, 3, 3).unfold(2, 16, 16).unfold(3, 16, 16).reshape(-1, 768)
+    words = patches[torch.randperm(len(patches), generator=torch.Generator().manual_seed(0))[:24]].clone()
+    path = tmp_path / "vocab.pt"
+    torch.save(words, path)
+    return path, words
+
+
+def test_the_recorded_processor_is_the_reference_transform(photos):
+    ours = reference_image_processor()(images=[Image.fromarray(np.asarray(p)).convert("RGB") for p in photos],
+                                       return_tensors="pt")["pixel_values"]
+    # Both resize the same uint8 image with Pillow's bilinear filter; they differ only in float rounding
+    # of rescale and normalize (values are O(1), float32 eps ~1e-7).
+    torch.testing.assert_close(ours, reference_pixel_values(photos), atol=1e-5, rtol=0)
+
+
+def test_a_converted_vocab_tokenizes_like_the_reference_tokenizer(vocab_pt, photos, tmp_path, capsys):
+    path, words = vocab_pt
+    out = tmp_path / "converted"
+    assert convert_vocab_main([str(path), "--out", str(out), "--source", "LeonidasY/inter-image-imgnet-1000"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    card = (out / "README.md").read_text()
+    assert "LeonidasY/inter-image-imgnet-1000" in card and "Resize((256, 256)) bilinear" in card
+    for threshold in (0.05, 0.2):
+        tokenizer = VisualWordTokenizer.from_pretrained(out, threshold=threshold)
+        assert torch.equal(tokenizer.vocabulary.centroids, words)
+        ours = tokenizer(photos)["patch_to_token"]  # [B, N], preprocessed by the recorded processor
+        theirs = reference_labels(reference_pixel_values(photos), words, threshold)
+        # Same partition of the patches into tokens: two patches share a token iff they share a reference label.
+        assert torch.equal(ours[:, :, None] == ours[:, None, :], theirs[:, :, None] == theirs[:, None, :])
+        assert (ours.amax(1) + 1 < 196).any()  # and patches really were merged
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"centroids": torch.zeros(4, 768)}, "expected one tensor, found dict"),
+        (torch.zeros(768), "2-D float tensor"),
+        (torch.zeros(4, 768, dtype=torch.int64), "2-D float tensor"),
+        (torch.zeros(4, 700), "not 3 x p x p"),
+    ],
+)
+def test_anything_but_one_2d_float_tensor_is_refused(tmp_path, content, message):
+    path = tmp_path / "vocab.pt"
+    torch.save(content, path)
+    with pytest.raises(VocabularyLoadError, match=message):
+        convert_reference_vocab(path)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("arbitrary code ran",))
+
+
+def test_a_pickle_with_code_is_refused_by_weights_only(tmp_path, capsys):
+    path = tmp_path / "vocab.pt"
+    torch.save(Payload(), path)
+    with pytest.raises(VocabularyLoadError, match="weights_only"):
+        convert_reference_vocab(path)
+    assert "arbitrary code ran" not in capsys.readouterr().out
+
+
+def test_from_pretrained_never_reads_a_vocab_pt(vocab_pt, tmp_path, monkeypatch):
+    path, _ = vocab_pt
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+    with pytest.raises((FileNotFoundError, ValueError)):
+        VisualWordTokenizer.from_pretrained(str(path.parent))

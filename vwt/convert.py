@@ -1,0 +1,130 @@
+"""Convert the reference implementation's ``vocab.pt`` into a vocabulary directory.
+
+The reference code (github.com/wearepal/visual-word-tokenizer, linked from arXiv:2411.15397) saves its
+words with ``torch.save(centroids)`` and publishes ImageNet-1k vocabularies on the hub
+(``LeonidasY/inter-image-imgnet-{100,1000,10000}``). This is the ONE place in ``vwt`` that reads a
+``torch.save`` file, with ``torch.load(weights_only=True)`` (no arbitrary objects), and it accepts only
+one 2-D floating-point tensor. Everything else in ``vwt`` reads safetensors.
+
+What the reference code does, read from its repository (``utils/imgnet_dataset.py``, ``process.py``,
+``vwt/inter.py``, ``utils/vwt.py``):
+
+- preprocessing of the ImageNet-1k train split (``get_transform(train=True, augment_data=False,
+  target_resolution=(224, 224))``): torchvision ``Resize((256, 256))`` -- both sides to 256, the aspect
+  ratio is NOT kept -- with torchvision's default bilinear interpolation (Pillow's on PIL images),
+  ``CenterCrop(224)``, ``ToTensor()``, ``Normalize`` with CLIP's mean and std;
+- patches: ``pixel_values.unfold(1, 3, 3).unfold(2, p, p).unfold(3, p, p)`` flattened to ``3 * p * p``,
+  channel-major (the order of :func:`vwt.patches.patchify`);
+- k-means: ``MiniBatchKMeans(n_clusters=k, n_init="auto", batch_size=1024)``, ``partial_fit`` on every
+  patch of each DataLoader batch of 1024 images; no ``random_state`` is passed, so it is not reproducible;
+- matching: cosine distance ``1 - normalize(patch) @ normalize(word)``, nearest word, a patch whose
+  distance is ``> thresh`` stays alone -- the same rule as :class:`vwt.tokenizer.VisualWordTokenizer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .version import __version__
+from .config import VocabularyConfig
+from .io import atomic_directory
+from .preprocess import preprocess_config
+from .vocabulary import VisualVocabulary, VocabularyLoadError
+
+__all__ = ["REFERENCE_PREPROCESSING", "reference_image_processor", "load_reference_centroids", "convert_reference_vocab"]
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_PREPROCESSING = (
+    "torchvision Resize((256, 256)) bilinear (aspect ratio not kept), CenterCrop(224), ToTensor, "
+    "Normalize(CLIP mean, CLIP std) -- utils/imgnet_dataset.py of github.com/wearepal/visual-word-tokenizer"
+)
+
+
+def reference_image_processor() -> Any:
+    """The reference's ImageNet preprocessing as a Hugging Face processor: 256x256 bilinear, crop 224, CLIP mean/std."""
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(
+        size={"height": 256, "width": 256},
+        resample=2,  # PIL.Image.BILINEAR, torchvision's default interpolation
+        do_center_crop=True,
+        crop_size={"height": 224, "width": 224},
+    )
+
+
+def load_reference_centroids(path: str | os.PathLike) -> torch.Tensor:
+    """``[k, D]`` float32 centroids from a reference ``vocab.pt``; anything but one 2-D float tensor is refused."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - the unpickler raises many types; name the file once
+        raise VocabularyLoadError(f"{path}: not a tensor file that loads with weights_only=True "
+                                  f"({type(err).__name__}: {err})") from err
+    if not isinstance(obj, torch.Tensor):
+        raise VocabularyLoadError(f"{path}: expected one tensor, found {type(obj).__name__}")
+    if obj.ndim != 2 or not obj.is_floating_point():
+        raise VocabularyLoadError(f"{path}: expected a 2-D float tensor of centroids, found {obj.dtype} "
+                                  f"of shape {tuple(obj.shape)}")
+    centroids = obj.detach().to(torch.float32).contiguous()
+    if not torch.isfinite(centroids).all():
+        raise VocabularyLoadError(f"{path}: centroids contain NaN or infinite values")
+    return centroids
+
+
+def convert_reference_vocab(
+    path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    source: str | None = None,
+    image_processor: Any | None = None,
+    num_channels: int = 3,
+    overwrite: bool = False,
+    command: str = "",
+) -> VisualVocabulary:
+    """A :class:`VisualVocabulary` from a reference ``vocab.pt`` (saved to ``out`` atomically if given).
+
+    Args:
+        path: the ``vocab.pt`` file.
+        out: output directory (``save_pretrained`` layout with a card recording source and preprocessing).
+        source: where the file came from, for the card (e.g. ``LeonidasY/inter-image-imgnet-1000``).
+        image_processor: the preprocessing the words were learned in; default
+            :func:`reference_image_processor` (the reference's ImageNet transform).
+        num_channels: image channels; the patch size follows from ``D = num_channels * p * p``.
+        overwrite: replace an existing ``out``.
+        command: the command line, for the card.
+    """
+    centroids = load_reference_centroids(path)
+    k, dim = centroids.shape
+    patch_size = math.isqrt(dim // num_channels)
+    if num_channels * patch_size**2 != dim:
+        raise VocabularyLoadError(f"{path}: {dim} values per word is not {num_channels} x p x p for any patch size p")
+    pre = preprocess_config(image_processor or reference_image_processor())
+    config = VocabularyConfig(
+        k=k,
+        patch_size=patch_size,
+        num_channels=num_channels,
+        preprocess=pre,
+        dataset="ILSVRC/imagenet-1k",
+        split="train",
+        batch_size=1024,
+        vwt_version=__version__,
+        command=command,
+        extra={
+            "converted from": f"`{source or Path(path).name}` (reference `vocab.pt`, torch.save of the centroids)",
+            "reference preprocessing": REFERENCE_PREPROCESSING,
+            "reference k-means": "MiniBatchKMeans(n_init='auto', batch_size=1024), every patch, no random_state; "
+                                 "images and patches seen are not recorded in vocab.pt (0 here means unknown)",
+        },
+    )
+    vocab = VisualVocabulary(centroids, config)
+    if out is not None:
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            vocab.save_pretrained(tmp)
+    logger.info("converted %s: k=%d, patch %d", path, k, patch_size)
+    return vocab
