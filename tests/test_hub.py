@@ -227,7 +227,8 @@ def test_card_token_counts_are_the_tokenizers_counts_on_the_sample_photos(vocab,
 
 def test_card_of_a_vocabulary_whose_images_do_not_fit_the_photos_has_no_counts_but_is_written(vocab, tmp_path):
     odd = dataclasses.replace(vocab.config, num_channels=1, preprocess=dataclasses.replace(
-        vocab.config.preprocess, image_mean=(0.5,), image_std=(0.5,)))
+        vocab.config.preprocess, image_mean=(0.5,), image_std=(0.5,),
+        processor={**vocab.config.preprocess.processor, "image_mean": [0.5], "image_std": [0.5]}))
     one_channel = VisualVocabulary(vocab.centroids[:, :256].contiguous(), odd)
     one_channel.save_pretrained(tmp_path / "gray")
     card = (tmp_path / "gray" / "README.md").read_text()

@@ -106,5 +106,5 @@ def test_config_values_of_the_wrong_type_are_a_clear_error(tmp_path):
 
 
 def test_a_mistyped_local_path_is_a_file_not_found_error_not_a_hub_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no directory ./vocabularies/typo"):
+    with pytest.raises(FileNotFoundError, match="no such directory: ./vocabularies/typo"):
         VisualVocabulary.from_pretrained("./vocabularies/typo")

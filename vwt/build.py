@@ -27,11 +27,11 @@ from .config import VocabularyConfig
 from .data import describe_source, is_dataset_id
 from .decode import ChunkJob, ChunkResult
 from .distributed import DistContext, agree, broadcast_array, close_distributed, gather_round, init_distributed
-from .io import atomic_directory
+from .io import atomic_directory, check_output
 from .patches import check_patch_grid
 from .preprocess import load_image_processor, preprocess_config
 from .stream import iter_chunks, map_chunks
-from .vocabulary import VisualVocabulary
+from .vocabulary import VOCABULARY_CONTENTS, VisualVocabulary
 
 __all__ = ["BuildStats", "build_vocabulary"]
 
@@ -172,7 +172,7 @@ def build_vocabulary(
         max_images: stop after this many images (read or skipped).
         seed: seed of patch sampling and k-means.
         out: if given, save there atomically (nothing is left behind if the build fails).
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out`` that holds a vocabulary (or nothing).
         progress: show a tqdm bar.
         command: the command line that rebuilds this vocabulary, recorded in its card.
         dataset_kwargs: passed to ``datasets.load_dataset``.
@@ -190,6 +190,10 @@ def build_vocabulary(
         FileExistsError: ``out`` exists (without ``overwrite``), or a checkpoint exists (without ``resume``).
         CheckpointError: the checkpoint belongs to a build with other settings.
     """
+    for name, value in dict(k=k, batch_size=batch_size, patch_size=patch_size, patches_per_image=patches_per_image,
+                            max_images=max_images).items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     for name, value in (("k", k), ("batch_size", batch_size), ("patch_size", patch_size),
                         ("images_per_chunk", images_per_chunk)):
         if value < 1:
@@ -202,6 +206,8 @@ def build_vocabulary(
         raise ValueError(f"num_workers must not be negative, got {num_workers}")
     if out is None and (checkpoint_every is not None or resume):
         raise ValueError("checkpoint_every and resume need out: the checkpoint lives beside it")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     processor = image_processor
     if processor is None or isinstance(processor, (str, os.PathLike)):
         processor = load_image_processor(processor)
@@ -278,7 +284,7 @@ def build_vocabulary(
         )
         vocab = VisualVocabulary(torch.from_numpy(np.array(centroids, dtype=np.float32)), config)
         if out is not None and context.is_main:
-            with atomic_directory(out, overwrite=overwrite) as tmp:
+            with atomic_directory(out, overwrite=overwrite, contents=VOCABULARY_CONTENTS) as tmp:
                 vocab.save_pretrained(tmp)
             if ckpt is not None:
                 ckpt.unlink(missing_ok=True)
@@ -291,8 +297,8 @@ def build_vocabulary(
 def _start(out: str | os.PathLike | None, overwrite: bool, ckpt: Path | None, resume: bool,
            settings: dict[str, Any], kmeans: KMeansStream, stats: BuildStats) -> int:
     """Rank 0's checks before any data is read; the rounds a resumed checkpoint has done (else 0)."""
-    if out is not None and os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    if out is not None:  # checked again, under the lock, when writing
+        check_output(out, overwrite=overwrite, contents=VOCABULARY_CONTENTS)
     if ckpt is None or not ckpt.exists():
         if resume:
             logger.info("no checkpoint at %s: starting from the beginning", ckpt)

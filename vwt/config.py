@@ -10,7 +10,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PreprocessConfig", "VocabularyConfig", "TokenizerConfig", "ConfigError", "dataclass_from_dict"]
+__all__ = ["PreprocessConfig", "VocabularyConfig", "TokenizerConfig", "ConfigError", "dataclass_from_dict",
+           "processor_output_size"]
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,28 @@ def dataclass_from_dict(cls: type, data: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {err}") from err
 
 
+def processor_output_size(proc: dict[str, Any]) -> tuple[int, int]:
+    """Height and width of the images an image processor (its JSON dict) produces: the crop, or a fixed size."""
+    size = proc.get("crop_size") if proc.get("do_center_crop") else proc.get("size")
+    if not isinstance(size, dict):
+        raise ValueError(f"cannot tell the output image size of image processor {proc.get('image_processor_type')}")
+    if "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    if "shortest_edge" in size and not size.get("longest_edge"):
+        raise ValueError(
+            "the image processor keeps the aspect ratio without cropping: images would not share one size; "
+            "use a processor with a center crop or a fixed height and width"
+        )
+    raise ValueError(f"unsupported image processor size {size}")
+
+
+def _close(a: Any, b: tuple[float, ...]) -> bool:
+    """Whether a processor's recorded mean/std (a JSON list) equals ours, to float32 round-off."""
+    if not isinstance(a, (list, tuple)) or len(a) != len(b):
+        return False
+    return all(isinstance(u, (int, float)) and math.isclose(u, v, rel_tol=1e-6, abs_tol=1e-9) for u, v in zip(a, b))
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How images were turned into ``pixel_values``: a Hugging Face image processor, recorded exactly."""
@@ -82,8 +105,29 @@ class PreprocessConfig:
         object.__setattr__(self, "image_std", tuple(float(v) for v in self.image_std))
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise ConfigError(f"image_size must be two positive ints, got {self.image_size}")
-        if len(self.image_mean) != len(self.image_std):
+        if len(self.image_mean) != len(self.image_std) or not self.image_mean:
             raise ConfigError("image_mean and image_std must have one value per channel")
+        if not all(math.isfinite(v) for v in (*self.image_mean, *self.image_std)):
+            raise ConfigError(f"image_mean and image_std must be finite, got {self.image_mean} / {self.image_std}")
+        if min(self.image_std) <= 0:
+            raise ConfigError(f"image_std must be positive (it divides the pixels), got {self.image_std}")
+        self._check_processor()
+
+    def _check_processor(self) -> None:
+        """The recorded processor must produce what the other fields say: its output size and normalization."""
+        proc = self.processor
+        try:
+            size = processor_output_size(proc)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"processor: {err}") from err
+        if size != self.image_size:
+            raise ConfigError(f"the processor makes {size[0]}x{size[1]} images but image_size is {self.image_size}")
+        if proc.get("do_normalize", True) and proc.get("image_mean") is not None and proc.get("image_std") is not None:
+            if not (_close(proc.get("image_mean"), self.image_mean) and _close(proc.get("image_std"), self.image_std)):
+                raise ConfigError(
+                    f"the processor normalizes with mean {proc.get('image_mean')} / std {proc.get('image_std')}, "
+                    f"but image_mean / image_std are {list(self.image_mean)} / {list(self.image_std)}"
+                )
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> PreprocessConfig:
@@ -144,6 +188,8 @@ class VocabularyConfig:
             raise ConfigError(
                 f"preprocess normalizes {len(self.preprocess.image_mean)} channels, num_channels is {self.num_channels}"
             )
+        if any(side % self.patch_size for side in self.preprocess.image_size):
+            raise ConfigError(f"image_size {self.preprocess.image_size} is not a multiple of patch_size {self.patch_size}")
 
     @property
     def dim(self) -> int:

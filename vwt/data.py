@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .io import check_local_path
+
 __all__ = [
     "ImageRecord",
     "DATASET_ALIASES",
@@ -85,6 +87,7 @@ def sample_images() -> list[tuple[str, Any]]:
 def _iter_folder(root: Path, decode: bool = True) -> Iterator[ImageRecord]:
     from PIL import Image
 
+    oversized = Image.DecompressionBombError  # over Pillow's pixel limit: skipped like any unreadable file
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         logger.warning("no image files (%s) under %s", ", ".join(sorted(IMAGE_EXTENSIONS)), root)
@@ -96,7 +99,7 @@ def _iter_folder(root: Path, decode: bool = True) -> Iterator[ImageRecord]:
             with Image.open(path) as image:
                 image.load()  # decode now so that truncated files fail here
                 yield ImageRecord(str(path.relative_to(root)), image.copy())
-        except (OSError, ValueError, SyntaxError) as err:
+        except (OSError, ValueError, SyntaxError, oversized) as err:
             yield ImageRecord(str(path.relative_to(root)), error=f"{type(err).__name__}: {err}")
 
 
@@ -181,6 +184,8 @@ def iter_images(
     """
     if isinstance(data, (str, os.PathLike)):
         text = str(data)
+        if not text:
+            raise ValueError("empty image source: pass 'sample', a folder, a datasets id or an iterable")
         if text == "sample":
             return _iter_iterable(ImageRecord(name, image) for name, image in sample_images())
         path = Path(text).expanduser()
@@ -188,6 +193,7 @@ def iter_images(
             return _iter_folder(path, decode)
         if path.exists():
             raise ValueError(f"{path} is a file; pass a folder of images, a datasets id or 'sample'")
+        check_local_path(text, "folder")  # a mistyped folder is an error here, never a hub lookup
         return _iter_dataset(DATASET_ALIASES.get(text, text), split, decode, **dataset_kwargs)
     if isinstance(data, Iterable):
         return _iter_iterable(data)

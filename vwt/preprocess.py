@@ -6,13 +6,15 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .config import PreprocessConfig
+from .config import PreprocessConfig, processor_output_size
+from .io import check_local_path, read_json
 
 __all__ = [
     "default_image_processor",
@@ -24,6 +26,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+PROCESSOR_CONFIG_FILE = "preprocessor_config.json"
 
 
 def default_image_processor() -> Any:
@@ -39,25 +43,15 @@ def load_image_processor(name_or_path: str | os.PathLike | None = None, **kwargs
         return default_image_processor()
     from transformers import AutoImageProcessor
 
+    check_local_path(name_or_path)  # a mistyped directory is an error here, never a hub lookup
+    config = Path(name_or_path) / PROCESSOR_CONFIG_FILE
+    if os.path.isdir(name_or_path) and os.path.lexists(config):
+        read_json(config)  # transformers reads it without limits: refuse a device, a huge or a broken file first
     return AutoImageProcessor.from_pretrained(str(name_or_path), backend="pil", **kwargs)
 
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: int(v) if hasattr(v, "__int__") else str(v)))
-
-
-def _output_size(proc: dict[str, Any]) -> tuple[int, int]:
-    size = proc.get("crop_size") if proc.get("do_center_crop") else proc.get("size")
-    if not isinstance(size, dict):
-        raise ValueError(f"cannot tell the output image size of image processor {proc.get('image_processor_type')}")
-    if "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    if "shortest_edge" in size and not size.get("longest_edge"):
-        raise ValueError(
-            "the image processor keeps the aspect ratio without cropping: images would not share one size; "
-            "use a processor with a center crop or a fixed height and width"
-        )
-    raise ValueError(f"unsupported image processor size {size}")
 
 
 def preprocess_config(processor: Any) -> PreprocessConfig:
@@ -71,7 +65,7 @@ def preprocess_config(processor: Any) -> PreprocessConfig:
     return PreprocessConfig(
         processor_type=str(proc.get("image_processor_type", type(processor).__name__)),
         processor=proc,
-        image_size=_output_size(proc),
+        image_size=processor_output_size(proc),
         image_mean=tuple(mean),
         image_std=tuple(std),
     )
@@ -91,44 +85,46 @@ def image_processor_from_config(config: PreprocessConfig) -> Any:
 def to_rgb_image(image: Any) -> Image.Image:
     """A PIL image, an ``[H, W]``/``[H, W, C]`` array, or a ``[C, H, W]`` tensor to an 8-bit RGB PIL image.
 
-    Grayscale is replicated, alpha is dropped (as the image processors' ``convert_rgb`` does),
-    palette images are expanded, and 16-bit or float data are scaled to 8 bits first.
+    PIL images are converted exactly as the Hugging Face image processors convert them
+    (``transformers.image_transforms.convert_to_rgb``): transparency (RGBA, LA, a palette with a
+    transparent index) is composited onto white, other modes go through Pillow's ``convert("RGB")``
+    (16-bit grayscale saturates at 255, as the processor's does). Arrays and tensors are first made 8-bit
+    (16-bit scaled down by 256, floats in [0, 1] scaled up by 255, bool to 0/255), then converted the same way.
     """
+    from transformers.image_transforms import convert_to_rgb
+
     if isinstance(image, torch.Tensor):
         array = image.detach().cpu().numpy()
         if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
             array = array.transpose(1, 2, 0)
         image = array
     if isinstance(image, np.ndarray):
-        array = image
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-            raise ValueError(f"cannot read an image array of shape {array.shape}")
-        if array.dtype == np.uint16:
-            array = (array >> 8).astype(np.uint8)
-        elif np.issubdtype(array.dtype, np.floating):
-            if not np.isfinite(array).all():
-                raise ValueError("image array has NaN or infinite values")
-            scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
-            array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
-        elif array.dtype == bool:
-            array = array.astype(np.uint8) * 255
-        elif array.dtype != np.uint8:
-            array = np.clip(array, 0, 255).astype(np.uint8)
-        image = Image.fromarray(array)
+        image = Image.fromarray(_uint8(image))
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
     if image.width == 0 or image.height == 0:
         raise ValueError("image has zero width or height")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.int64)
-        image = Image.fromarray((np.clip(array, 0, 65535) >> 8).astype(np.uint8))
-    elif image.mode == "F":
-        image = to_rgb_image(np.asarray(image, dtype=np.float32))
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    if image.mode == "RGB":
+        return image
+    return Image.fromarray(convert_to_rgb(image, return_numpy=True))
+
+
+def _uint8(array: np.ndarray) -> np.ndarray:
+    """An ``[H, W]``/``[H, W, 3|4]`` array as uint8 (see :func:`to_rgb_image`)."""
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ValueError(f"cannot read an image array of shape {array.shape}")
+    if array.dtype == np.uint16:
+        return (array >> 8).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError("image array has NaN or infinite values")
+        scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
+        return np.clip(array * scale, 0, 255).round().astype(np.uint8)
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    return array if array.dtype == np.uint8 else np.clip(array, 0, 255).astype(np.uint8)
 
 
 def preprocess_images(images: Sequence[Any], processor: Any) -> torch.Tensor:

@@ -15,34 +15,49 @@ from safetensors.torch import load_file, save_file
 
 from .card import vocabulary_card
 from .config import ConfigError, VocabularyConfig
+from .io import DirectoryContents, BadFileError, check_local_path, check_regular_file, read_json
 
-__all__ = ["VisualVocabulary", "VocabularyLoadError", "VOCAB_FILE", "CONFIG_FILE", "check_local_path", "resolve_file"]
+__all__ = [
+    "VisualVocabulary",
+    "VocabularyLoadError",
+    "VOCAB_FILE",
+    "CONFIG_FILE",
+    "VOCABULARY_CONTENTS",
+    "check_local_path",
+    "hub_arguments",
+    "resolve_file",
+]
 
 logger = logging.getLogger(__name__)
 
 VOCAB_FILE = "vocab.safetensors"
 CONFIG_FILE = "config.json"
 _TENSOR = "centroids"
+# What a saved vocabulary (or tokenizer) directory holds: the only kind of directory --overwrite replaces.
+VOCABULARY_CONTENTS = DirectoryContents(
+    "a vocabulary", frozenset({CONFIG_FILE, VOCAB_FILE}), frozenset({"README.md", "tokenizer_config.json", ".gitattributes"})
+)
 
 
 class VocabularyLoadError(ValueError):
     """A vocabulary file that is missing, unreadable or inconsistent with its config."""
 
 
-def check_local_path(model_id: str) -> None:
-    """Raise :class:`FileNotFoundError` for an id that is meant as a local path but is no directory
-    (instead of the hub's confusing repo-id validation error)."""
-    if os.path.isdir(model_id):
-        return
-    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1 or os.path.exists(model_id):
-        raise FileNotFoundError(f"no directory {model_id} (and it is not a hub repo id)")
+_HUB_KEYWORDS = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+
+
+def hub_arguments(revision: str | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
+                  local_files_only: bool = False, token: str | bool | None = None) -> dict[str, Any]:
+    """The hub keywords of ``from_pretrained`` (as :class:`huggingface_hub.ModelHubMixin` names them)."""
+    return dict(revision=revision, cache_dir=cache_dir, force_download=force_download,
+                local_files_only=local_files_only, token=token)
 
 
 def resolve_file(model_id: str, filename: str, **hub_kwargs: Any) -> Path:
     """A file of a local directory, or of a hub repo (downloaded or from the local HF cache)."""
     if os.path.isdir(model_id):
         path = Path(model_id) / filename
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"{path} not found")
         return path
     check_local_path(model_id)
@@ -93,9 +108,12 @@ class VisualVocabulary(
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> VisualVocabulary:
-        """Load from a local directory or a hub repo id (``revision``, ``cache_dir``, ``local_files_only``, ...)."""
+        """Load from a local directory or a hub repo id (``revision``, ``cache_dir``, ``local_files_only``, ...).
+
+        Not the mixin's loader: that one reads ``config.json`` unbounded and unchecked before ours does."""
         check_local_path(str(pretrained_model_name_or_path))
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        hub = {name: kwargs.pop(name) for name in list(kwargs) if name in _HUB_KEYWORDS}
+        return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), **hub_arguments(**hub), **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         # The card is generated (huggingface_hub writes README.md only where none exists): drop a stale one.
@@ -132,15 +150,14 @@ class VisualVocabulary(
         config_path = resolve_file(model_id, CONFIG_FILE, **hub)
         vocab_path = resolve_file(model_id, VOCAB_FILE, **hub)
         try:
-            data = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise VocabularyLoadError(f"{config_path}: not a readable JSON file ({err})") from err
-        try:
-            config = VocabularyConfig.from_dict(data, str(config_path))
-        except ConfigError as err:
+            config = VocabularyConfig.from_dict(read_json(config_path), str(config_path))
+        except (BadFileError, ConfigError) as err:
             raise VocabularyLoadError(str(err)) from err
         try:
+            check_regular_file(vocab_path)
             tensors = load_file(str(vocab_path))
+        except BadFileError as err:
+            raise VocabularyLoadError(str(err)) from err
         except (SafetensorError, OSError, ValueError) as err:
             raise VocabularyLoadError(f"{vocab_path}: not a readable safetensors file ({err})") from err
         if set(tensors) != {_TENSOR}:

@@ -26,6 +26,7 @@ from torch import nn
 from ..config import dataclass_from_dict
 from ..encoders import adapter_for
 from ..encoders.run import check_pixels
+from ..io import check_regular_file, read_json
 from ..result import MethodResult
 
 __all__ = ["DynamicViT", "DynamicViTConfig", "TokenPredictor", "PredictorStage", "default_prune_layers",
@@ -266,11 +267,11 @@ class DynamicViT:
         """Load a saved predictor for ``model`` (safetensors only, strict keys and shapes)."""
         root = Path(directory)
         for name in (CONFIG_FILE, PREDICTOR_FILE):
-            if not (root / name).is_file():
+            if not (root / name).exists():
                 raise FileNotFoundError(f"{root / name} not found: not a DynamicViT save_pretrained directory")
-        config = DynamicViTConfig.from_dict(json.loads((root / CONFIG_FILE).read_text(encoding="utf-8")),
-                                            str(root / CONFIG_FILE))
+        config = DynamicViTConfig.from_dict(read_json(root / CONFIG_FILE), str(root / CONFIG_FILE))
         dvit = cls(model, config)
+        check_regular_file(root / PREDICTOR_FILE)
         state = load_file(str(root / PREDICTOR_FILE))
         expected = dvit.predictor.state_dict()
         if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):

@@ -111,6 +111,9 @@ def load_bench_model(name: str, *, image_processor: str | os.PathLike | None = N
     else:
         from transformers import AutoModel
 
+        from ..io import check_local_path
+
+        check_local_path(name)  # a mistyped directory is an error here, never a hub lookup
         model = AutoModel.from_pretrained(name, dtype=torch.float32).eval()
         adapter_for(model)  # a clear error for an unsupported model class, before any work
         try:
