@@ -26,6 +26,7 @@ from .batching import plan_buckets, plan_packing
 from .encoders import VisualWordModel, adapter_for
 from .encoders.masks import with_cls_size
 from .result import MethodResult
+from .validate import check_pixel_values
 
 __all__ = ["METHODS", "Method", "MethodResult", "Runner", "load"]
 
@@ -41,6 +42,7 @@ class Runner:
     run: Callable[[torch.Tensor], MethodResult] = field(repr=False)
 
     def __call__(self, pixel_values: torch.Tensor) -> MethodResult:
+        check_pixel_values(pixel_values)  # every method, the unmodified model included, refuses the same inputs
         return self.run(pixel_values)
 
 

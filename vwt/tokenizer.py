@@ -28,7 +28,8 @@ from huggingface_hub.errors import EntryNotFoundError
 from transformers import BatchFeature
 
 from .card import vocabulary_card
-from .config import PreprocessConfig, TokenizerConfig, dataclass_from_dict
+from .config import ConfigError, PreprocessConfig, TokenizerConfig, dataclass_from_dict
+from .io import BadFileError, read_json
 from .matching import (
     group_tokens,
     keep_top_variance,
@@ -44,7 +45,8 @@ from .preprocess import (
     preprocess_config,
     preprocess_images,
 )
-from .vocabulary import VisualVocabulary, check_local_path, resolve_file
+from .validate import check_pixel_values
+from .vocabulary import VisualVocabulary, VocabularyLoadError, hub_arguments, resolve_file
 
 __all__ = ["VisualWordTokenizer", "IntraImageTokenizer", "TokenizerConfig", "TOKENIZER_CONFIG_FILE"]
 
@@ -86,7 +88,10 @@ class _PatchTokenizer:
                 raise ValueError("empty batch: no images to tokenize")
             pixel_values = preprocess_images(list(images), self.image_processor)
         if not isinstance(pixel_values, torch.Tensor):
-            pixel_values = torch.as_tensor(pixel_values)
+            try:
+                pixel_values = torch.as_tensor(pixel_values)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise TypeError(f"pixel_values must be a tensor or an array of numbers ({err})") from None
         if pixel_values.ndim == 3:
             pixel_values = pixel_values.unsqueeze(0)
         if pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
@@ -95,8 +100,7 @@ class _PatchTokenizer:
             raise ValueError(
                 f"pixel_values have {pixel_values.shape[1]} channels, the tokenizer expects {self.num_channels}"
             )
-        if not torch.isfinite(pixel_values.sum()):  # one reduction: NaN and inf propagate into the sum
-            raise ValueError("pixel_values contain NaN or infinite values")
+        check_pixel_values(pixel_values)
         return pixel_values.float()
 
     def _batch(self, pixel_values: torch.Tensor, patch_to_token: torch.Tensor, num_tokens: torch.Tensor,
@@ -202,8 +206,7 @@ class VisualWordTokenizer(
         ``threshold=``, ``max_tokens=`` or ``keep=`` replace the saved settings as a whole (so a saved
         threshold gives way to a budget given here, and the other way round).
         """
-        check_local_path(str(pretrained_model_name_or_path))
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         self.vocabulary._save_pretrained(save_directory)  # the words; the card (README.md) is the tokenizer's
@@ -225,14 +228,18 @@ class VisualWordTokenizer(
                          keep: float | None = None, image_processor: Any | None = None,
                          **hub_kwargs: Any) -> VisualWordTokenizer:
         hub_kwargs.pop("config", None)
-        vocabulary = VisualVocabulary._from_pretrained(model_id=model_id, **hub_kwargs)
+        vocabulary = VisualVocabulary.from_pretrained(model_id, **hub_kwargs)  # never the mixin's loader
+        hub_kwargs = hub_arguments(**hub_kwargs)
         if threshold is None and max_tokens is None and keep is None:
             try:
                 path = resolve_file(model_id, TOKENIZER_CONFIG_FILE, **hub_kwargs)
             except (FileNotFoundError, EntryNotFoundError):  # a plain vocabulary: the default threshold
                 path = None
             if path is not None:
-                saved = dataclass_from_dict(TokenizerConfig, json.loads(path.read_text(encoding="utf-8")), str(path))
+                try:
+                    saved = dataclass_from_dict(TokenizerConfig, read_json(path), str(path))
+                except (BadFileError, ConfigError) as err:
+                    raise VocabularyLoadError(str(err)) from err
                 threshold, max_tokens, keep = saved.threshold, saved.max_tokens, saved.keep
         return cls(vocabulary, threshold=threshold, image_processor=image_processor, max_tokens=max_tokens, keep=keep)
 

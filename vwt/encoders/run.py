@@ -14,6 +14,7 @@ from transformers.masking_utils import create_bidirectional_mask, packed_sequenc
 from ..batching import BATCHING, pack, plan_buckets, plan_packing, unpack
 from ..matching import merge_tokens, token_attention_mask
 from ..matching import token_sizes as count_token_sizes
+from ..validate import check_pixel_values, check_tokens
 from .base import EncoderAdapter, adapter_for
 from .masks import attention_bias, is_plain, padding_allowed, segment_allowed, with_cls_size
 
@@ -21,7 +22,9 @@ __all__ = ["VisualWordModel", "TokenSequence", "encode", "embed_tokens", "check_
 
 
 def check_pixels(adapter: EncoderAdapter, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> int:
-    """Raise a clear error where images do not fit the model; return their number of patches."""
+    """Raise a clear error where images do not fit the model (or are not finite float pixels); return their
+    number of patches."""
+    check_pixel_values(pixel_values)
     if pixel_values.ndim != 4:
         raise ValueError(f"pixel_values must be [B, C, H, W], got {tuple(pixel_values.shape)}")
     _, c, h, w = pixel_values.shape
@@ -38,16 +41,23 @@ def check_pixels(adapter: EncoderAdapter, pixel_values: torch.Tensor, interpolat
     return (h // p) * (w // p)
 
 
-def check_batch(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_token: torch.Tensor,
-                interpolate_pos_encoding: bool = False) -> None:
-    """Raise a clear error where a tokenized batch does not fit the model."""
+def check_batch(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_token: torch.Tensor | None,
+                interpolate_pos_encoding: bool = False, attention_mask: torch.Tensor | None = None,
+                token_sizes: torch.Tensor | None = None) -> None:
+    """Raise a clear error where a tokenized batch does not fit the model or is inconsistent
+    (see :func:`vwt.validate.check_tokens`); ``patch_to_token`` ``None`` stands for every patch a token."""
     n = check_pixels(adapter, pixel_values, interpolate_pos_encoding)
+    if patch_to_token is None:  # plain pixel values: every patch a token
+        patch_to_token = torch.arange(n).expand(len(pixel_values), -1)
+    if not isinstance(patch_to_token, torch.Tensor):
+        raise TypeError(f"patch_to_token must be a tensor, got {type(patch_to_token).__name__}")
     if patch_to_token.shape != (len(pixel_values), n):
         raise ValueError(
             f"patch_to_token has shape {tuple(patch_to_token.shape)} but the model cuts these images into "
             f"{len(pixel_values)} x {n} patches of {adapter.patch_size}px: was the tokenizer built for another "
             "patch size?"
         )
+    check_tokens(patch_to_token, attention_mask, token_sizes)
 
 
 def embed_tokens(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_token: torch.Tensor,
@@ -218,6 +228,7 @@ class VisualWordModel(nn.Module):
             attention_mask: ``[B, 1 + T]`` (default: derived from ``patch_to_token``).
             token_sizes: ``[B, T]`` patches per token (default: counted from ``patch_to_token``).
         """
+        check_batch(self.adapter, pixel_values, patch_to_token, interpolate_pos_encoding, attention_mask, token_sizes)
         device = next(self.model.parameters()).device
         pixel_values = pixel_values.to(device)
         b, _, h, w = pixel_values.shape
