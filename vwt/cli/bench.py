@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+from . import configure_logging
 from . import positive_int as _positive_int
 
 __all__ = ["bench_parser", "main"]
@@ -124,14 +125,14 @@ def _run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out or Path("results") / Path(args.model.rstrip("/")).name)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out or Path("results") / Path(args.model.rstrip("/")).name)  # made only to write results
+    specs = parse_method_specs(args.methods) if args.methods else None  # a typo fails before the model loads
     progress = not args.no_progress
     bench = load_bench_model(args.model, image_processor=args.image_processor, device=device)
     pixel_values, names = _pixel_values(args.images, bench.image_processor, settings["max_images"], args.split)
     vocab_dir = out / "vocabularies"
     if args.methods:
-        methods = [complete_method(m, bench, vocab_dir) for m in parse_method_specs(args.methods)]
+        methods = [complete_method(m, bench, vocab_dir) for m in specs]
         if args.dynamicvit_predictor and not any(m.name == "dynamicvit" for m in methods):
             methods += parse_method_specs([f"dynamicvit:predictor={args.dynamicvit_predictor}"])
     else:
@@ -168,6 +169,7 @@ def _run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                                        base_label=bound.base, template=args.template, device=device,
                                        same_outputs=same, progress=progress)
         attach_accuracy(results, "zero_shot", zero_shot)
+    out.mkdir(parents=True, exist_ok=True)
     files = [write_json(results, out / "results.json"), write_csv(results, out / "results.csv")]
     if not args.no_plots:
         files += write_plots(results, out)
@@ -179,8 +181,7 @@ def _run(args: argparse.Namespace, command: str) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vwt-bench``; returns the exit status."""
     args = bench_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose, fmt="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = shlex.join(["vwt-bench", *(sys.argv[1:] if argv is None else argv)])
     start = time.perf_counter()

