@@ -125,15 +125,17 @@ def test_nan_pixel_values_passed_straight_to_the_model_are_an_error(model, batch
         model(pixel_values=pixels)  # plain pixel values, no tokenizer output
 
 
-def test_token_sizes_must_match_the_patch_counts_of_patch_to_token(batch):
+def test_token_sizes_must_be_positive_and_at_most_the_patch_count_of_each_token_and_zero_on_padding(batch):
     patch_to_token, mask = batch["patch_to_token"], batch["attention_mask"]
     counts = torch.zeros(3, mask.shape[1] - 1, dtype=torch.long).scatter_add_(
         1, patch_to_token.clamp(min=0), (patch_to_token >= 0).long())
     check_tokens(patch_to_token, mask, counts)  # consistent: no error
-    wrong = counts.clone()
-    wrong[1, 0] += 1
-    with pytest.raises(ValueError, match="token_sizes disagree with patch_to_token for image 1"):
-        check_tokens(patch_to_token, mask, wrong)
+    check_tokens(patch_to_token, mask, (counts > 0).long())  # all ones (size-aware attention off): allowed
+    for image, token, change in ((1, 0, 1), (2, 3, -int(counts[2, 3])), (0, 5, 1)):  # too big, zero, on padding
+        wrong = counts.clone()
+        wrong[image, token] += change
+        with pytest.raises(ValueError, match=f"token_sizes disagree with patch_to_token for image {image}"):
+            check_tokens(patch_to_token, mask, wrong)
     with pytest.raises(ValueError, match=r"token_sizes must be \[B, T\]"):
         check_tokens(patch_to_token, mask, counts[:, :-1])
     with pytest.raises(TypeError, match="token_sizes must be an integer tensor"):

@@ -57,8 +57,9 @@ def check_tokens(patch_to_token: torch.Tensor, attention_mask: torch.Tensor | No
         attention_mask: ``[B, 1 + T]`` integer or bool, 0/1: CLS is 1, then each image's tokens, then padding
             (0); token ``t`` is 1 exactly where at least one patch lands in it. ``None``: derived from
             ``patch_to_token`` (tokens ``0..max``), which then must use every token up to its maximum.
-        token_sizes: optional ``[B, T]`` integer, patches per token (0 for padding): must equal the counts of
-            ``patch_to_token``.
+        token_sizes: optional ``[B, T]`` integer, patches per token: 0 for padding, and for a real token
+            between 1 and its patch count in ``patch_to_token`` (the count itself, or less to weigh it down,
+            e.g. all ones to switch size-aware attention off).
     """
     if not isinstance(patch_to_token, torch.Tensor) or not _is_integer(patch_to_token):
         got = patch_to_token.dtype if isinstance(patch_to_token, torch.Tensor) else type(patch_to_token).__name__
@@ -107,9 +108,11 @@ def check_tokens(patch_to_token: torch.Tensor, attention_mask: torch.Tensor | No
             raise ValueError(f"token_sizes must be [B, T] = {(b, t)} like attention_mask[:, 1:], got "
                              f"{tuple(token_sizes.shape)}")
         sizes = token_sizes.to(ptt.device).long()
-        checks.append(((sizes == counts).all(), lambda: (
-            f"token_sizes disagree with patch_to_token for image {_first(sizes != counts)}: "
-            f"{sizes[_first(sizes != counts)].tolist()[:12]} vs patch counts {counts[_first(sizes != counts)].tolist()[:12]}")))
+        bad = (sizes > counts) | ((sizes > 0) != (counts > 0))  # [B, T]
+        checks.append(((~bad).all(), lambda: (
+            f"token_sizes disagree with patch_to_token for image {_first(bad)}: "
+            f"{sizes[_first(bad)].tolist()[:12]} vs patch counts {counts[_first(bad)].tolist()[:12]} "
+            "(a token's size is between 1 and its patch count, 0 for padding)")))
     if not bool(torch.stack([ok for ok, _ in checks]).all()):  # one sync for all of them
         raise ValueError(next(message() for ok, message in checks if not bool(ok)))
 
