@@ -218,9 +218,14 @@ class TokenizerConfig:
     max_tokens: int | None = None
     # Token budget as a fraction of the patches: round(keep * N) tokens per image, at least 1.
     keep: float | None = None
+    # Merge only 4-connected patches of a word: each word's patches split into contiguous pieces.
+    connected: bool = False
 
     def __post_init__(self) -> None:
         budgets = [name for name in ("max_tokens", "keep") if getattr(self, name) is not None]
+        if self.connected and budgets:
+            raise ValueError("connected=True works with a threshold, not a token budget (joining a patch can "
+                             "bridge two pieces at once, so an exact count is not guaranteed)")
         if len(budgets) == 2:
             raise ValueError("pass either max_tokens (a number of tokens) or keep (a fraction of the patches), "
                              "not both")

@@ -28,7 +28,7 @@ from .encoders.masks import with_cls_size
 from .result import MethodResult
 from .validate import check_pixel_values
 
-__all__ = ["METHODS", "Method", "MethodResult", "Runner", "load"]
+__all__ = ["METHODS", "Method", "MethodResult", "Runner", "load", "visual_word_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,24 +101,37 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
     return run
 
 
-def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None, batching: str = "pad",
-              proportional_attention: bool | float = True, max_tokens: int | None = None,
-              keep: float | None = None) -> Callable[[torch.Tensor], MethodResult]:
+def visual_word_tokenizer(model: nn.Module, vocab: Any, threshold: float | None = None,
+                          max_tokens: int | None = None, keep: float | None = None,
+                          connected: bool | None = None) -> Any:
+    """The :class:`~vwt.tokenizer.VisualWordTokenizer` a ``vwt`` method runs for ``model``.
+
+    ``vocab`` is a vocabulary or tokenizer directory / hub id (the other options override what it saved),
+    or a tokenizer (then the options must agree with it).
+    """
     from .tokenizer import VisualWordTokenizer
 
     if vocab is None:
         raise ValueError("vwt needs vocab=<directory or hub id of a vocabulary, or a VisualWordTokenizer>")
     if isinstance(vocab, VisualWordTokenizer):
-        given = {"threshold": threshold, "max_tokens": max_tokens, "keep": keep}
+        given = {"threshold": threshold, "max_tokens": max_tokens, "keep": keep, "connected": connected}
         conflicts = {k: v for k, v in given.items() if v is not None and v != getattr(vocab.config, k)}
         if conflicts:
             raise ValueError(f"{conflicts} conflict with the given tokenizer's {vocab.config}")
         tokenizer = vocab
     else:
-        tokenizer = VisualWordTokenizer.from_pretrained(vocab, threshold=threshold, max_tokens=max_tokens, keep=keep)
+        tokenizer = VisualWordTokenizer.from_pretrained(vocab, threshold=threshold, max_tokens=max_tokens, keep=keep,
+                                                        connected=connected)
     adapter = adapter_for(model)
     if tokenizer.patch_size != adapter.patch_size:
         raise ValueError(f"the vocabulary has patch size {tokenizer.patch_size}, the model {adapter.patch_size}")
+    return tokenizer
+
+
+def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None, batching: str = "pad",
+              proportional_attention: bool | float = True, max_tokens: int | None = None,
+              keep: float | None = None, connected: bool | None = None) -> Callable[[torch.Tensor], MethodResult]:
+    tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected)
     return _bind_tokenizer(model, tokenizer, batching, proportional_attention)
 
 
@@ -152,6 +165,12 @@ def _bind_dynamicvit(model: nn.Module, predictor: Any = None, keep_ratio: float 
     return dvit
 
 
+def _bind_vwt_tome(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], MethodResult]:
+    from .hybrids import bind_vwt_tome
+
+    return bind_vwt_tome(model, **options)
+
+
 def _bind_q8(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], MethodResult]:
     from .baselines.quantize import quantize_int8
 
@@ -163,6 +182,7 @@ METHODS: dict[str, Callable[..., Callable[[torch.Tensor], MethodResult]]] = {
     "vwt": _bind_vwt,
     "intra": _bind_intra,
     "tome": _bind_tome,
+    "vwt+tome": _bind_vwt_tome,
     "dynamicvit": _bind_dynamicvit,
     "q8": _bind_q8,
 }
@@ -194,9 +214,10 @@ def load(name: str, **options: Any) -> Method:
 
     Args:
         name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=`` or a token budget ``max_tokens=`` /
-            ``keep=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=``, ``batching=``,
-            ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``); ``dynamicvit`` (``predictor=``
-            directory, or ``keep_ratio=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
+            ``keep=``, ``connected=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=``,
+            ``batching=``, ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``); ``vwt+tome`` (the
+            ``vwt`` tokenizer's options and ToMe's, see :func:`vwt.hybrids.bind_vwt_tome`); ``dynamicvit``
+            (``predictor=`` directory, or ``keep_ratio=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
             ``bucket`` or ``pack`` (see :class:`vwt.encoders.VisualWordModel`).
     """
     if name not in METHODS:

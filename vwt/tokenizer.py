@@ -39,6 +39,7 @@ from .matching import (
     token_sizes,
 )
 from .patches import patch_variance, patchify
+from .spatial import split_connected
 from .preprocess import (
     default_image_processor,
     image_processor_from_config,
@@ -153,17 +154,21 @@ class VisualWordTokenizer(
             the vocabulary); its normalization must match the vocabulary's.
         max_tokens: tokens per image, ``1 <= max_tokens <= N`` (checked against N per call).
         keep: tokens per image as a fraction in ``(0, 1]`` of the patches (``round(keep * N)``, at least 1).
+        connected: merge only patches of a word that touch (4-connected): each word's patches split into
+            contiguous pieces (:func:`vwt.spatial.split_connected`), so a merged token is one region.
+            With a threshold only.
     """
 
     def __init__(self, vocabulary: VisualVocabulary, threshold: float | None = None, image_processor: Any | None = None,
-                 *, max_tokens: int | None = None, keep: float | None = None):
+                 *, max_tokens: int | None = None, keep: float | None = None, connected: bool = False):
         if not isinstance(vocabulary, VisualVocabulary):
             raise TypeError(f"vocabulary must be a VisualVocabulary, got {type(vocabulary).__name__}")
         if threshold is None and max_tokens is None and keep is None:
             threshold = TokenizerConfig.threshold
         self.vocabulary = vocabulary
         self.config = TokenizerConfig(threshold=None if threshold is None else float(threshold),
-                                      max_tokens=max_tokens, keep=None if keep is None else float(keep))
+                                      max_tokens=max_tokens, keep=None if keep is None else float(keep),
+                                      connected=bool(connected))
         self._unit_words = torch.nn.functional.normalize(vocabulary.centroids, dim=-1)  # normalized once
         self.patch_size = vocabulary.config.patch_size
         self.num_channels = vocabulary.config.num_channels
@@ -179,6 +184,7 @@ class VisualWordTokenizer(
         c = self.config
         knob = f"threshold={c.threshold}" if c.threshold is not None else (
             f"max_tokens={c.max_tokens}" if c.max_tokens is not None else f"keep={c.keep}")
+        knob += ", connected=True" if c.connected else ""
         return f"VisualWordTokenizer(k={self.vocabulary.config.k}, patch_size={self.patch_size}, {knob})"
 
     def __call__(
@@ -194,7 +200,11 @@ class VisualWordTokenizer(
             word_ids = match_words(patches, self._unit_words, self.threshold, unit_words=True)  # [B, N]
         else:
             word_ids = match_words_budget(patches, self._unit_words, budget, unit_words=True)
-        patch_to_token, num_tokens = group_tokens(word_ids, len(self._unit_words))
+        if self.config.connected:
+            grid = (pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size)
+            patch_to_token, num_tokens = group_tokens(split_connected(word_ids, grid), patches.shape[1])
+        else:
+            patch_to_token, num_tokens = group_tokens(word_ids, len(self._unit_words))
         token_words = torch.full((len(word_ids), int(num_tokens.max())), -1, dtype=torch.long, device=word_ids.device)
         token_words.scatter_(1, patch_to_token, word_ids)  # all patches of a token share its word
         return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors, word_ids=token_words)
@@ -225,7 +235,7 @@ class VisualWordTokenizer(
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, threshold: float | None = None, max_tokens: int | None = None,
-                         keep: float | None = None, image_processor: Any | None = None,
+                         keep: float | None = None, image_processor: Any | None = None, connected: bool | None = None,
                          **hub_kwargs: Any) -> VisualWordTokenizer:
         hub_kwargs.pop("config", None)
         vocabulary = VisualVocabulary.from_pretrained(model_id, **hub_kwargs)  # never the mixin's loader
@@ -241,7 +251,9 @@ class VisualWordTokenizer(
                 except (BadFileError, ConfigError) as err:
                     raise VocabularyLoadError(str(err)) from err
                 threshold, max_tokens, keep = saved.threshold, saved.max_tokens, saved.keep
-        return cls(vocabulary, threshold=threshold, image_processor=image_processor, max_tokens=max_tokens, keep=keep)
+                connected = saved.connected if connected is None else connected
+        return cls(vocabulary, threshold=threshold, image_processor=image_processor, max_tokens=max_tokens, keep=keep,
+                   connected=bool(connected))
 
 
 class IntraImageTokenizer(_PatchTokenizer):

@@ -41,7 +41,8 @@ Merge = Callable[..., torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------- pure math
-def bipartite_soft_matching(metric: torch.Tensor, r: int, protect_cls: bool = True) -> tuple[Merge, Merge]:
+def bipartite_soft_matching(metric: torch.Tensor, r: int, protect_cls: bool = True,
+                            valid: torch.Tensor | None = None) -> tuple[Merge, Merge]:
     """ToMe's matching: alternate tokens into A (even) and B (odd), merge the ``r`` most similar A→B edges.
 
     Each A token proposes its most cosine-similar B token; the ``r`` A tokens with the strongest
@@ -51,6 +52,9 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, protect_cls: bool = Tr
         metric: ``[B, N, C]`` similarity features (ToMe: attention keys averaged over heads).
         r: tokens to remove (the same for every image).
         protect_cls: token 0 is a CLS token that is never merged (and stays first).
+        valid: ``[B, N]`` bool, False for padding (a padded batch of merged tokens, size 0): no token
+            merges into padding, and padding is merged (a no-op in a size-weighted merge) only after
+            every real candidate.
 
     Returns:
         ``(merge, unmerge)``: ``merge(x [B, N, K], mode="mean"|"sum"|"amax") -> [B, N - r, K]`` and
@@ -64,6 +68,8 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, protect_cls: bool = Tr
     with torch.no_grad():
         metric = F.normalize(metric, dim=-1)
         scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)  # [B, Na, Nb]
+        if valid is not None:  # cosines are >= -1: padding ranks below every real edge, above CLS
+            scores = scores.masked_fill(~valid[:, None, 1::2], -3.0).masked_fill(~valid[:, ::2, None], -2.0)
         if protect_cls:
             scores[:, 0, :] = -math.inf
         node_max, node_idx = scores.max(dim=-1)  # [B, Na]
@@ -106,7 +112,20 @@ def merge_wavg(merge: Merge, x: torch.Tensor, size: torch.Tensor | None = None) 
         size = torch.ones_like(x[..., :1])
     x = merge(x * size, mode="sum")
     size = merge(size, mode="sum")
-    return x / size, size
+    return x / size.clamp_min(1.0), size  # real sizes are >= 1; padding (size 0) stays 0, not 0/0
+
+
+def padding_last(x: torch.Tensor, size: torch.Tensor, source: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Move padding (size 0) behind the real tokens, keeping their order (a stable sort).
+
+    A merge leaves padding among the real tokens; ToMe splits tokens into A and B by position, so
+    padding must come last for an image in a padded batch to merge as it would alone.
+    ``x [B, N, D]``, ``size [B, N, 1]``, ``source [B, N, S0]`` in the same order.
+    """
+    order = (size[..., 0] == 0).long().argsort(dim=1, stable=True).unsqueeze(-1)  # [B, N, 1]
+    take = lambda t: t.gather(1, order.expand(-1, -1, t.shape[-1]))  # noqa: E731
+    return take(x), take(size), None if source is None else take(source)
 
 
 def merge_source(merge: Merge, source: torch.Tensor) -> torch.Tensor:
@@ -202,7 +221,7 @@ def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: t
         h = h if module is None else module(h)
     x = x + h
     if r > 0:
-        merge, _ = bipartite_soft_matching(k.mean(dim=1), r, protect_cls)
+        merge, _ = bipartite_soft_matching(k.mean(dim=1), r, protect_cls, size[..., 0] > 0)
         source = None if source is None else merge_source(merge, source)
         x, size = merge_wavg(merge, x, size)
     h = parts.mlp(parts.norm2(x))
@@ -264,13 +283,15 @@ class ToMe:
 
         Args:
             x: ``[B, N, D]`` after the model's pre-layer step.
-            size: ``[B, N, 1]`` patches per token (ones when None: nothing merged yet).
+            size: ``[B, N, 1]`` patches per token (ones when None: nothing merged yet); 0 marks padding
+                (at the end of each row): never attended to, never merged into, kept last.
             source: ``[B, N, S0]`` 0/1 patches per token, to trace; or None.
 
         Returns:
             ``(x [B, T, D], size [B, T, 1], source [B, T, S0] or None, tokens entering each layer)``.
         """
         merged = size is not None and bool((size != 1).any())
+        padded = size is not None and bool((size == 0).any())
         size = x.new_ones(*x.shape[:2], 1) if size is None else size.to(x.dtype)
         counts = []
         for parts, r in zip(self._parts, self.r_per_layer):
@@ -278,6 +299,8 @@ class ToMe:
             merged = merged or x.shape[1] < counts[0]  # until the first merge every size is 1: plain attention
             x, size, source = tome_layer(parts, x, size, source, r, protect_cls=self.protect_cls,
                                          proportional=self.config.proportional_attention and merged)
+            if padded and r > 0:
+                x, size, source = padding_last(x, size, source)
         return x, size, source, counts
 
     def __call__(self, pixel_values: torch.Tensor | Mapping[str, Any], *, interpolate_pos_encoding: bool = False,
