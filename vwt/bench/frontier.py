@@ -1,0 +1,224 @@
+"""The accuracy-vs-throughput frontier: every method's knob swept on one model, measured side by side.
+
+:func:`frontier_methods` lists the sweep (ToMe ``r``; VWT thresholds, with and without connected
+groups; a VWT token budget; ``vwt+tome``; intra-image ``keep``; ``q8``). :func:`run_frontier` runs it
+on held-out photos (:mod:`vwt.bench.heldout`) with the harness (interleaved timing at batch 1 and 32,
+ratios to base from the same rounds) and the Fashion-MNIST linear probe, then :func:`frontier_rows`,
+:func:`frontier_table`, :func:`goal_verdict` and :func:`write_frontier_plot` summarise it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..methods import Method, load
+from .models import BenchModel
+
+__all__ = ["SWEEPS", "frontier_methods", "run_frontier", "frontier_rows", "frontier_table", "goal_verdict",
+           "write_frontier_plot", "interpolate"]
+
+logger = logging.getLogger(__name__)
+
+#: Knob values per sweep: the default (affordable on 2 CPU cores) and ``full``.
+#: ``hybrid`` holds ``vwt+tome``'s ``(keep, r)`` pairs: a token budget at the input (every image the same
+#: length, so ToMe's per-layer ``r`` never eats an image that the words already shrank), ToMe inside.
+SWEEPS: dict[str, dict[str, tuple]] = {
+    "default": {"tome_r": (8, 12, 16, 20), "vwt_threshold": (0.05,), "vwt_connected": (0.02, 0.05, 0.1),
+                "vwt_keep": (0.65,), "hybrid": ((0.85, 8), (0.8, 8), (0.75, 8)), "intra_keep": (0.65,)},
+    "full": {"tome_r": (4, 8, 12, 16, 20, 24), "vwt_threshold": (0.02, 0.05, 0.1, 0.2),
+             "vwt_connected": (0.01, 0.02, 0.05, 0.1, 0.2), "vwt_keep": (0.5, 0.65, 0.8),
+             "hybrid": ((0.9, 8), (0.85, 8), (0.8, 6), (0.8, 8), (0.8, 10), (0.75, 8), (0.7, 8)),
+             "intra_keep": (0.5, 0.65, 0.8)},
+}
+
+
+def frontier_methods(vocab: str, num_patches: int, num_layers: int, full: bool = False) -> list[Method]:
+    """The sweep for a model with ``num_patches`` patches and ``num_layers`` layers (ToMe ``r`` capped to fit)."""
+    knobs = SWEEPS["full" if full else "default"]
+    most = (num_patches - 1) // num_layers  # ToMe must leave one patch token
+    rs = sorted({min(r, most) for r in knobs["tome_r"]})
+    methods = [load("base")]
+    methods += [load("tome", r=r) for r in rs]
+    methods += [load("vwt", vocab=vocab, threshold=t, batching="pack") for t in knobs["vwt_threshold"]]
+    methods += [load("vwt", vocab=vocab, threshold=t, connected=True, batching="pack") for t in knobs["vwt_connected"]]
+    methods += [load("vwt", vocab=vocab, keep=k) for k in knobs["vwt_keep"]]
+    methods += [load("vwt+tome", vocab=vocab, keep=keep, r=min(r, most)) for keep, r in knobs["hybrid"]]
+    methods += [load("intra", keep=k, batching="pack") for k in knobs["intra_keep"]]
+    return methods + [load("q8")]
+
+
+def run_frontier(bench: BenchModel, out: str | Path, *, full: bool = False, k: int = 256, crops: int = 5,
+                 repeats: int = 2, batch_sizes: Sequence[int] = (1, 32), probe_train: int = 1000,
+                 probe_test: int = 300, probe: bool = True, fashion_mnist_dir: str | None = None,
+                 methods: Sequence[Method] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the sweep on ``bench``'s model; a results dict as :func:`vwt.bench.run_benchmark`'s, plus accuracy.
+
+    Args:
+        bench: the model and its processor.
+        out: where the held-out vocabulary is built (``out/vocabulary``).
+        full: the fuller sweep of :data:`SWEEPS`.
+        k: vocabulary size.
+        crops: crops per held-out photo (1-5).
+        repeats, batch_sizes: timed rounds and batch sizes (the first gives tokens and fidelity).
+        probe_train, probe_test, probe, fashion_mnist_dir: the Fashion-MNIST linear probe.
+        methods: replace the sweep (e.g. a tiny one in tests).
+    """
+    from ..data import sample_images
+    from ..preprocess import preprocess_config
+    from .accuracy import linear_probe
+    from .harness import bind_methods, run_benchmark
+    from .heldout import build_heldout_vocabulary, heldout_pixel_values, split_photos
+    from .report import attach_accuracy
+
+    vocab_photos, eval_photos = split_photos(sample_images())
+    vocab = build_heldout_vocabulary(vocab_photos, k, bench.patch_size, bench.image_processor, Path(out) / "vocabulary")
+    pixel_values, names = heldout_pixel_values(eval_photos, bench.image_processor, crops)
+    if methods is None:
+        methods = frontier_methods(str(vocab), bench.num_patches, bench.num_layers, full)
+    bound = bind_methods(bench.model, methods)
+    results = run_benchmark(bench.model, bound, pixel_values, batch_sizes=batch_sizes, repeats=repeats,
+                            progress=progress)
+    results["images"] = {"source": "sample (held out)", "count": len(names), "names": names,
+                         "vocabulary_photos": [name for name, _ in vocab_photos],
+                         "note": "the vocabulary never saw these photos; batches cycle through the images"}
+    results["vocabulary"] = {"path": str(vocab), "k": k}
+    if probe:
+        preprocess = preprocess_config(bench.image_processor)
+        try:
+            accuracy = linear_probe(bound.runners, base_label=bound.base, image_size=bench.input_size,
+                                    image_mean=preprocess.image_mean, image_std=preprocess.image_std,
+                                    train_size=probe_train, test_size=probe_test, data_dir=fashion_mnist_dir,
+                                    device=bench.device, same_outputs=bound.same_outputs(), progress=progress)
+            attach_accuracy(results, "linear_probe", accuracy)
+        except FileNotFoundError as err:
+            logger.warning("linear probe skipped: %s", err)
+    return results
+
+
+def frontier_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per configuration: tokens per layer (ratio), batch-1 latency and batch-32 throughput
+    ratios to base, CLS cosine (mean, min) and probe retention."""
+    sizes = [str(b) for b in results["settings"]["batch_sizes"]]
+    small, large = sizes[0], sizes[-1]
+    rows = []
+    for entry in results["methods"]:
+        if entry["status"] != "ok":
+            continue
+        probe = entry.get("accuracy", {}).get("linear_probe", {})
+        rows.append({
+            "label": entry["label"], "method": entry["method"],
+            "tokens_per_layer": entry["tokens"]["per_layer_mean"],
+            "tokens_ratio": entry["tokens"]["per_layer_ratio_vs_base"],
+            "latency_ratio": entry["batches"][small]["time_ratio_vs_base"],
+            "throughput_ratio": entry["batches"][large]["speedup_vs_base"],
+            "cosine": entry["fidelity"]["cosine_mean"], "cosine_min": entry["fidelity"]["cosine_min"],
+            "retention": probe.get("retention_vs_base"),
+        })
+    return rows
+
+
+def interpolate(points: Sequence[tuple[float, float]], x: float) -> float | None:
+    """Piecewise-linear ``y(x)`` through ``points``; None outside their x range."""
+    points = sorted(points)
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return points[0][1] if len(points) == 1 and points[0][0] == x else None
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def frontier_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table."""
+    lines = ["| configuration | tokens/layer (ratio) | latency @b1 (× base) | throughput @b32 (× base) "
+             "| CLS cosine (min) | probe retention |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['tokens_per_layer']:.1f} ({r['tokens_ratio']:.3f}) "
+                     f"| ×{_fmt(r['latency_ratio'], 2)} | ×{_fmt(r['throughput_ratio'], 2)} "
+                     f"| {r['cosine']:.4f} ({r['cosine_min']:.3f}) | {_fmt(r['retention'])} |")
+    return "\n".join(lines)
+
+
+def goal_verdict(rows: list[dict[str, Any]], max_tokens: float = 0.65, cosine_slack: float = 0.003) -> dict[str, Any]:
+    """Issue 10's goal: a VWT configuration at ``<= max_tokens`` of the tokens whose CLS cosine is within
+    ``cosine_slack`` of ToMe's at equal mean tokens per layer (or better), and whose probe retention is
+    at least ToMe's at equal batch-32 throughput. ToMe's values are interpolated between its ``r``.
+
+    Returns:
+        ``{"met": bool, "best": label or None, "candidates": [...]}``, each candidate with its gaps to ToMe.
+    """
+    tome = [r for r in rows if r["method"] == "tome"]
+    by_tokens = [(r["tokens_ratio"], r["cosine"]) for r in tome]
+    by_speed = [(r["throughput_ratio"], r["retention"]) for r in tome
+                if r["throughput_ratio"] is not None and r["retention"] is not None]
+    candidates = []
+    for r in rows:
+        if not r["method"].startswith("vwt") or r["tokens_ratio"] > max_tokens:
+            continue
+        tome_cosine = interpolate(by_tokens, r["tokens_ratio"]) if by_tokens else None
+        tome_retention = (interpolate(by_speed, r["throughput_ratio"])
+                          if by_speed and r["throughput_ratio"] is not None else None)
+        cosine_gap = None if tome_cosine is None else r["cosine"] - tome_cosine
+        retention_gap = None if tome_retention is None or r["retention"] is None else r["retention"] - tome_retention
+        met = cosine_gap is not None and cosine_gap >= -cosine_slack and retention_gap is not None and retention_gap >= 0
+        candidates.append({"label": r["label"], "tokens_ratio": r["tokens_ratio"], "cosine": r["cosine"],
+                           "tome_cosine": tome_cosine, "cosine_gap": cosine_gap, "retention": r["retention"],
+                           "tome_retention": tome_retention, "retention_gap": retention_gap, "met": met})
+    scored = [c for c in candidates if c["cosine_gap"] is not None]
+    best = max(scored, key=lambda c: (c["met"], c["cosine_gap"]), default=None)
+    return {"met": bool(best and best["met"]), "best": best["label"] if best else None, "max_tokens": max_tokens,
+            "cosine_slack": cosine_slack, "candidates": candidates}
+
+
+_FAMILY_STYLE = {"tome": ("tab:blue", "o"), "vwt": ("tab:orange", "s"), "vwt+tome": ("tab:green", "D"),
+                 "intra": ("tab:purple", "^"), "q8": ("tab:gray", "P"), "base": ("black", "*")}
+
+
+def _family(row: dict[str, Any]) -> str:
+    if row["method"] == "vwt" and "connected=True" in row["label"]:
+        return "vwt connected"
+    return row["method"]
+
+
+def write_frontier_plot(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """A PNG of CLS cosine vs tokens per layer and vs batch-32 throughput, and probe retention vs
+    throughput, one colour per method family (ToMe's points joined); None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no frontier plot (pip install 'vwt[bench]')")
+        return None
+    panels = [("tokens_ratio", "cosine", "mean tokens per layer (× base)", "CLS cosine to base (held-out photos)"),
+              ("throughput_ratio", "cosine", "throughput at batch 32 (× base)", "CLS cosine to base (held-out photos)"),
+              ("throughput_ratio", "retention", "throughput at batch 32 (× base)", "Fashion-MNIST probe retention")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    families: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        families.setdefault(_family(row), []).append(row)
+    for ax, (x, y, xlabel, ylabel) in zip(axes, panels):
+        for family, members in families.items():
+            color, marker = _FAMILY_STYLE.get(family, ("tab:red", "v"))
+            points = sorted((m[x], m[y]) for m in members if m[x] is not None and m[y] is not None)
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker=marker, color=color, label=family, markersize=6,
+                    linestyle="-" if family in ("tome", "vwt connected", "vwt+tome") else "none")
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
