@@ -39,6 +39,14 @@ def test_the_goal_compares_with_tome_at_equal_tokens_and_at_equal_throughput():
     assert verdict["met"] and verdict["best"] == "vwt+tome(b)"
 
 
+def test_faster_than_every_tome_configuration_compares_with_tomes_best_retention():
+    fast = _row("vwt+tome(f)", "vwt+tome", 0.6, 2.0, 0.98, 0.99)
+    [candidate] = goal_verdict(TOME + [fast])["candidates"]
+    assert candidate["tome_retention"] == 1.0 and candidate["retention_gap"] == pytest.approx(-0.01)
+    slow = _row("vwt(s)", "vwt", 0.6, 1.0, 0.98, 0.99)  # slower than every ToMe point: no comparison
+    assert goal_verdict(TOME + [slow])["candidates"][0]["tome_retention"] is None
+
+
 def test_the_sweep_has_every_family_and_fits_tome_to_the_model():
     methods = frontier_methods("vocab-dir", num_patches=196, num_layers=12)
     names = {m.name for m in methods}

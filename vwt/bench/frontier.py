@@ -144,6 +144,18 @@ def frontier_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _tome_retention_at(by_speed: list[tuple[float, float]], throughput: float | None) -> float | None:
+    """ToMe's retention at ``throughput``: interpolated inside ToMe's measured range; beyond its fastest
+    configuration, the best retention of any ToMe configuration (no faster one was measured, so ToMe gets
+    its most favourable value); None below its slowest."""
+    if not by_speed or throughput is None:
+        return None
+    inside = interpolate(by_speed, throughput)
+    if inside is not None or throughput < max(x for x, _ in by_speed):
+        return inside
+    return max(y for _, y in by_speed)
+
+
 def goal_verdict(rows: list[dict[str, Any]], max_tokens: float = 0.65, cosine_slack: float = 0.003) -> dict[str, Any]:
     """Issue 10's goal: a VWT configuration at ``<= max_tokens`` of the tokens whose CLS cosine is within
     ``cosine_slack`` of ToMe's at equal mean tokens per layer (or better), and whose probe retention is
@@ -161,8 +173,7 @@ def goal_verdict(rows: list[dict[str, Any]], max_tokens: float = 0.65, cosine_sl
         if not r["method"].startswith("vwt") or r["tokens_ratio"] > max_tokens:
             continue
         tome_cosine = interpolate(by_tokens, r["tokens_ratio"]) if by_tokens else None
-        tome_retention = (interpolate(by_speed, r["throughput_ratio"])
-                          if by_speed and r["throughput_ratio"] is not None else None)
+        tome_retention = _tome_retention_at(by_speed, r["throughput_ratio"])
         cosine_gap = None if tome_cosine is None else r["cosine"] - tome_cosine
         retention_gap = None if tome_retention is None or r["retention"] is None else r["retention"] - tome_retention
         met = cosine_gap is not None and cosine_gap >= -cosine_slack and retention_gap is not None and retention_gap >= 0
@@ -206,7 +217,8 @@ def write_frontier_plot(rows: list[dict[str, Any]], path: str | Path, title: str
     for ax, (x, y, xlabel, ylabel) in zip(axes, panels):
         for family, members in families.items():
             color, marker = _FAMILY_STYLE.get(family, ("tab:red", "v"))
-            points = sorted((m[x], m[y]) for m in members if m[x] is not None and m[y] is not None)
+            ordered = sorted(members, key=lambda m: m["tokens_ratio"])  # along the knob, not the noisy x
+            points = [(m[x], m[y]) for m in ordered if m[x] is not None and m[y] is not None]
             if not points:
                 continue
             xs, ys = zip(*points)

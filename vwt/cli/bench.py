@@ -83,16 +83,17 @@ def bench_parser() -> argparse.ArgumentParser:
                    help="sweep every method's knob on held-out photos (a vocabulary from half of the sample "
                         "photos, five crops of each other photo): tokens per layer, batch-1 latency and batch-32 "
                         "throughput ratios, CLS cosine, probe retention, frontier.md and frontier.png "
-                        "(defaults: batch sizes 1 32, 2 rounds, probe 1000/300)")
+                        "(defaults: batch sizes 1 32, 2 rounds, probe 300/100: about 15 minutes on 2 CPU cores)")
     p.add_argument("--full", action="store_true", help="with --frontier: the fuller sweep (more knob values)")
     p.add_argument("--k", type=_positive_int, default=256, help="with --frontier: vocabulary size (default 256)")
-    p.add_argument("--crops", type=_positive_int, default=5, help="with --frontier: crops per held-out photo (1-5)")
+    p.add_argument("--crops", type=_positive_int, default=2,
+                   help="with --frontier: crops per held-out photo, 1-5 (default 2: 18 images)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
     return p
 
 
-FRONTIER = {**DEFAULTS, "batch_sizes": [1, 32], "repeats": 2, "probe_train": 1000, "probe_test": 300}
+FRONTIER = {**DEFAULTS, "batch_sizes": [1, 32], "repeats": 2, "probe_train": 300, "probe_test": 100}
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
