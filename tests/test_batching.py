@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from vwt.batching import pack, plan_buckets, plan_packing, unpack
@@ -33,3 +34,15 @@ def test_pack_then_unpack_is_the_identity_on_real_tokens_and_segments_mark_image
 def test_buckets_cover_the_batch_longest_first():
     buckets = plan_buckets(torch.tensor([4, 9, 1, 7, 3]), num_buckets=2)
     assert [b.tolist() for b in buckets] == [[1, 3, 0], [4, 2]]
+
+
+def test_processed_length_is_the_padded_compute_of_each_batching_mode():
+    from vwt.batching import processed_length
+
+    lengths = torch.tensor([10, 5, 5, 2])
+    assert processed_length(lengths, "pad", capacity=10) == 10  # everything padded to the longest
+    assert processed_length(lengths, "pack", capacity=10, num_buckets=2) == 3 * 10 / 4  # rows [10] [5 5] [2]
+    assert processed_length(lengths, "bucket", capacity=10, num_buckets=2) == (2 * 10 + 2 * 5) / 4  # [10 5] [5 2]
+    assert processed_length(lengths[:1], "pack", capacity=10) == 10
+    with pytest.raises(ValueError, match="batching must be one of"):
+        processed_length(lengths, "stack", capacity=10)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["BATCHING", "PackingPlan", "plan_packing", "pack", "unpack", "plan_buckets"]
+__all__ = ["BATCHING", "PackingPlan", "plan_packing", "pack", "unpack", "plan_buckets", "processed_length"]
 
 BATCHING = ("pad", "bucket", "pack")
 
@@ -102,3 +102,25 @@ def plan_buckets(lengths: torch.Tensor, num_buckets: int = 4) -> list[torch.Tens
     """
     order = torch.argsort(lengths, descending=True, stable=True)
     return [chunk for chunk in order.chunk(max(1, min(num_buckets, len(order)))) if len(chunk)]
+
+
+def processed_length(lengths: torch.Tensor, batching: str, *, capacity: int, num_buckets: int = 4) -> float:
+    """Mean sequence length per image that the layers process, padding included: the compute.
+
+    The same plans :class:`vwt.encoders.VisualWordModel` runs: ``"pad"`` pads every image to the
+    longest, ``"bucket"`` each group to its own longest, ``"pack"`` fills rows of ``capacity`` tokens.
+
+    Args:
+        lengths: ``[B]`` real tokens per image (CLS included).
+        batching: one of :data:`BATCHING`.
+        capacity: tokens per packed row (``"pack"``).
+        num_buckets: groups per batch (``"bucket"``).
+    """
+    if batching not in BATCHING:
+        raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
+    if batching == "pad" or len(lengths) == 1:
+        return float(lengths.max())
+    if batching == "pack":
+        plan = plan_packing(lengths, capacity)
+        return plan.num_rows * plan.row_length / len(lengths)
+    return sum(len(i) * int(lengths[i].max()) for i in plan_buckets(lengths, num_buckets)) / len(lengths)

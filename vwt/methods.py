@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batching import plan_buckets, plan_packing
+from .batching import processed_length
 from .encoders import VisualWordModel, adapter_for
 from .encoders.masks import with_cls_size
 from .result import MethodResult
@@ -88,13 +88,8 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
         batch = tokenizer(pixel_values=pixel_values)
         outputs = wrapped(batch)
         lengths = batch["num_tokens"] + prefix
-        if batching == "pad" or len(lengths) == 1:
-            length = int(lengths.max())
-        elif batching == "pack":  # mean packed length per image
-            plan = plan_packing(lengths, wrapped.pack_capacity or _full_length(model, pixel_values))
-            length = plan.num_rows * plan.row_length / len(lengths)
-        else:
-            length = sum(len(i) * int(lengths[i].max()) for i in plan_buckets(lengths, wrapped.num_buckets)) / len(lengths)
+        length = processed_length(lengths, batching, capacity=wrapped.pack_capacity or _full_length(model, pixel_values),
+                                  num_buckets=wrapped.num_buckets)
         return MethodResult(outputs, (length,) * _num_layers(model), lengths,
                             token_sizes=with_cls_size(batch["token_sizes"], bool(prefix)))
 
