@@ -111,3 +111,42 @@ def test_bad_budgets_are_clear_errors():
     for budget in (0, -1, 6):
         with pytest.raises(ValueError, match="between 1 and the 5 patches"):
             match_words_budget(patches, words, budget)
+
+
+def _scatter_reduce_mean(embeddings, patch_to_token, num_tokens):
+    """The reference merge (the original implementation): scatter_reduce's mean, dropped patches cut off."""
+    b, n, d = embeddings.shape
+    index = torch.where(patch_to_token >= 0, patch_to_token, torch.full_like(patch_to_token, num_tokens))
+    out = embeddings.new_zeros(b, num_tokens + 1, d)
+    out = out.scatter_reduce(1, index.unsqueeze(-1).expand(b, n, d), embeddings, reduce="mean", include_self=False)
+    return out[:, :num_tokens]
+
+
+def test_the_exportable_merge_equals_scatter_reduce_mean_with_dropped_patches_and_padding():
+    generator = torch.Generator().manual_seed(0)
+    b, n, d, t = 5, 196, 48, 70
+    embeddings = torch.randn(b, n, d, generator=generator)
+    # Each image uses its own number of tokens (the rest of T is padding) and drops some patches (-1).
+    used = torch.tensor([70, 1, 35, 60, 196 // 4])
+    patch_to_token = (torch.rand(b, n, generator=generator) * used.unsqueeze(1)).long()
+    patch_to_token[torch.rand(b, n, generator=generator) < 0.2] = -1
+    patch_to_token[:, 0] = used - 1  # every used token exists whatever the draw
+    patch_to_token[1] = -1
+    patch_to_token[1, 5] = 0  # one image with a single kept patch
+    merged = merge_tokens(embeddings, patch_to_token, t)
+    assert merged.shape == (b, t, d)
+    # Same sums up to the order of float32 additions of at most n unit-scale values: assert_close's
+    # float32 defaults (rtol 1.3e-6, atol 1e-5) leave room for that and nothing more.
+    torch.testing.assert_close(merged, _scatter_reduce_mean(embeddings, patch_to_token, t))
+    for image in range(b):  # padding rows are exactly zero
+        assert torch.equal(merged[image, int(used[image]):], torch.zeros(t - int(used[image]), d))
+
+
+def test_the_merge_keeps_a_low_precision_dtype():
+    embeddings = torch.randn(2, 8, 4).to(torch.bfloat16)
+    patch_to_token = torch.tensor([[0, 0, 1, 1, 2, -1, 2, 0], [0, 1, 2, 3, 4, 5, 6, 7]])
+    merged = merge_tokens(embeddings, patch_to_token, 8)
+    assert merged.dtype == torch.bfloat16
+    # bf16 keeps 8 bits of mantissa: compare with the float32 merge at bf16's resolution.
+    torch.testing.assert_close(merged.float(), merge_tokens(embeddings.float(), patch_to_token, 8),
+                               rtol=1e-2, atol=1e-2)
