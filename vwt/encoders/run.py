@@ -48,10 +48,10 @@ def check_batch(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_to
     (see :func:`vwt.validate.check_tokens`); ``patch_to_token`` ``None`` stands for every patch a token."""
     n = check_pixels(adapter, pixel_values, interpolate_pos_encoding)
     if patch_to_token is None:  # plain pixel values: every patch a token
-        patch_to_token = torch.arange(n).expand(len(pixel_values), -1)
+        patch_to_token = torch.arange(n).expand(pixel_values.shape[0], -1)
     if not isinstance(patch_to_token, torch.Tensor):
         raise TypeError(f"patch_to_token must be a tensor, got {type(patch_to_token).__name__}")
-    if patch_to_token.shape != (len(pixel_values), n):
+    if patch_to_token.shape != (pixel_values.shape[0], n):  # shape[0], not len(): stays symbolic under export
         raise ValueError(
             f"patch_to_token has shape {tuple(patch_to_token.shape)} but the model cuts these images into "
             f"{len(pixel_values)} x {n} patches of {adapter.patch_size}px: was the tokenizer built for another "
