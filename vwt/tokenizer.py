@@ -63,6 +63,8 @@ class _PatchTokenizer:
     num_channels: int
     preprocess: PreprocessConfig
     image_processor: Any
+    # Where tokenization runs and its output lives; None: wherever the pixel values are.
+    device: torch.device | None = None
 
     def _check_processor(self, image_processor: Any | None) -> Any:
         if image_processor is None:
@@ -101,8 +103,10 @@ class _PatchTokenizer:
             raise ValueError(
                 f"pixel_values have {pixel_values.shape[1]} channels, the tokenizer expects {self.num_channels}"
             )
+        if self.device is not None:
+            pixel_values = pixel_values.to(self.device)
         check_pixel_values(pixel_values)
-        return pixel_values.float()
+        return pixel_values.float()  # tokenization is float32 whatever the model's precision
 
     def _batch(self, pixel_values: torch.Tensor, patch_to_token: torch.Tensor, num_tokens: torch.Tensor,
                return_tensors: str | None, **extra: torch.Tensor) -> BatchFeature:
@@ -157,10 +161,13 @@ class VisualWordTokenizer(
         connected: merge only patches of a word that touch (4-connected): each word's patches split into
             contiguous pieces (:func:`vwt.spatial.split_connected`), so a merged token is one region.
             With a threshold only.
+        device: where tokenization runs and its batch lives (e.g. ``"cuda"``, the model's device): the
+            words move there once, pixel values on each call. Default: wherever the pixel values are.
     """
 
     def __init__(self, vocabulary: VisualVocabulary, threshold: float | None = None, image_processor: Any | None = None,
-                 *, max_tokens: int | None = None, keep: float | None = None, connected: bool = False):
+                 *, max_tokens: int | None = None, keep: float | None = None, connected: bool = False,
+                 device: str | torch.device | None = None):
         if not isinstance(vocabulary, VisualVocabulary):
             raise TypeError(f"vocabulary must be a VisualVocabulary, got {type(vocabulary).__name__}")
         if threshold is None and max_tokens is None and keep is None:
@@ -169,7 +176,8 @@ class VisualWordTokenizer(
         self.config = TokenizerConfig(threshold=None if threshold is None else float(threshold),
                                       max_tokens=max_tokens, keep=None if keep is None else float(keep),
                                       connected=bool(connected))
-        self._unit_words = torch.nn.functional.normalize(vocabulary.centroids, dim=-1)  # normalized once
+        self.device = None if device is None else torch.device(device)
+        self._unit_words = torch.nn.functional.normalize(vocabulary.centroids.to(self.device), dim=-1)  # once
         self.patch_size = vocabulary.config.patch_size
         self.num_channels = vocabulary.config.num_channels
         self.preprocess = vocabulary.config.preprocess
@@ -192,19 +200,18 @@ class VisualWordTokenizer(
     ) -> BatchFeature:
         """Tokenize a batch of images (PIL, arrays) or of preprocessed ``pixel_values`` ``[B, C, H, W]``."""
         pixel_values = self._pixel_values(images, pixel_values)
-        if self._unit_words.device != pixel_values.device:
-            self._unit_words = self._unit_words.to(pixel_values.device)
+        words = self._unit_words.to(pixel_values.device)  # a no-op where device= put them there already
         patches = patchify(pixel_values, self.patch_size)
         budget = self.config.budget(patches.shape[1])
         if budget is None:
-            word_ids = match_words(patches, self._unit_words, self.threshold, unit_words=True)  # [B, N]
+            word_ids = match_words(patches, words, self.threshold, unit_words=True)  # [B, N]
         else:
-            word_ids = match_words_budget(patches, self._unit_words, budget, unit_words=True)
+            word_ids = match_words_budget(patches, words, budget, unit_words=True)
         if self.config.connected:
             grid = (pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size)
             patch_to_token, num_tokens = group_tokens(split_connected(word_ids, grid), patches.shape[1])
         else:
-            patch_to_token, num_tokens = group_tokens(word_ids, len(self._unit_words))
+            patch_to_token, num_tokens = group_tokens(word_ids, len(words))
         token_words = torch.full((len(word_ids), int(num_tokens.max())), -1, dtype=torch.long, device=word_ids.device)
         token_words.scatter_(1, patch_to_token, word_ids)  # all patches of a token share its word
         return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors, word_ids=token_words)
@@ -236,7 +243,7 @@ class VisualWordTokenizer(
     @classmethod
     def _from_pretrained(cls, *, model_id: str, threshold: float | None = None, max_tokens: int | None = None,
                          keep: float | None = None, image_processor: Any | None = None, connected: bool | None = None,
-                         **hub_kwargs: Any) -> VisualWordTokenizer:
+                         device: str | torch.device | None = None, **hub_kwargs: Any) -> VisualWordTokenizer:
         hub_kwargs.pop("config", None)
         vocabulary = VisualVocabulary.from_pretrained(model_id, **hub_kwargs)  # never the mixin's loader
         hub_kwargs = hub_arguments(**hub_kwargs)
@@ -253,7 +260,7 @@ class VisualWordTokenizer(
                 threshold, max_tokens, keep = saved.threshold, saved.max_tokens, saved.keep
                 connected = saved.connected if connected is None else connected
         return cls(vocabulary, threshold=threshold, image_processor=image_processor, max_tokens=max_tokens, keep=keep,
-                   connected=bool(connected))
+                   connected=bool(connected), device=device)
 
 
 class IntraImageTokenizer(_PatchTokenizer):
@@ -264,10 +271,11 @@ class IntraImageTokenizer(_PatchTokenizer):
         patch_size: the model's patch size.
         image_processor: the model's processor for PIL images (default: CLIP ViT-B/16's).
         num_channels: image channels.
+        device: where tokenization runs and its batch lives; default: wherever the pixel values are.
     """
 
     def __init__(self, keep: int | float = 0.5, patch_size: int = 16, image_processor: Any | None = None,
-                 num_channels: int = 3):
+                 num_channels: int = 3, device: str | torch.device | None = None):
         if isinstance(keep, bool) or not isinstance(keep, (int, float)):
             raise TypeError(f"keep must be an int or a float, got {type(keep).__name__}")
         if isinstance(keep, float) and not 0.0 < keep <= 1.0:
@@ -275,6 +283,7 @@ class IntraImageTokenizer(_PatchTokenizer):
         if isinstance(keep, int) and keep < 1:
             raise ValueError(f"keep must be at least 1 patch, got {keep}")
         self.keep = keep
+        self.device = None if device is None else torch.device(device)
         self.patch_size = patch_size
         self.num_channels = num_channels
         self.image_processor = image_processor if image_processor is not None else default_image_processor()
