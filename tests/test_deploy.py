@@ -173,3 +173,23 @@ def test_a_tokenizer_with_a_device_moves_its_words_once_and_returns_its_batch_th
         assert set(batch) == set(expected)
         for key in expected:  # same work on another device: equal up to that device's float kernels
             torch.testing.assert_close(batch[key].cpu(), expected[key])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_merging_pixel_patches_before_the_projection_gives_the_tokens_of_merging_embeddings(name):
+    from vwt.encoders import adapter_for
+    from vwt.encoders.linear import merged_linear_embedding
+    from vwt.matching import merge_tokens
+
+    adapter = adapter_for(_model(name, "sdpa"))
+    pixels = _pixels(3, seed=3, flat_rows=[3, 0, 1])
+    for batch in (_tokenizer(0.5)(pixel_values=pixels),  # merged groups and padding
+                  IntraImageTokenizer(keep=7, patch_size=P)(pixel_values=pixels)):  # dropped patches
+        t = batch["attention_mask"].shape[1] - 1
+        with torch.no_grad():
+            full = adapter.embed(pixels)  # every patch embedded, positions added, CLS first
+            expected = torch.cat([full[:, :1], merge_tokens(full[:, 1:], batch["patch_to_token"], t)], dim=1)
+            got = merged_linear_embedding(adapter.linear_patch_embedding(pixels), pixels, batch["patch_to_token"], t)
+        # The same affine map applied before or after a mean: equal up to float32 reassociation.
+        torch.testing.assert_close(got, expected)
+        assert torch.equal(got[~batch["attention_mask"].bool()], expected[~batch["attention_mask"].bool()])  # zeros

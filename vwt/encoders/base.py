@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
+from .linear import LinearPatchEmbedding
+
 __all__ = ["EncoderAdapter", "LayerParts", "register_adapter", "adapter_for", "supported_models"]
 
 _ADAPTERS: list[type[EncoderAdapter]] = []
@@ -96,6 +98,13 @@ class EncoderAdapter(ABC):
     @abstractmethod
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Patch embeddings with position encodings added, CLS first: ``[B, has_cls + N, D]``."""
+
+    def linear_patch_embedding(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+                               ) -> LinearPatchEmbedding | None:
+        """The embedding as an affine map per patch, so pixel patches can be merged before it; None where
+        the family's embedding is not that (then :meth:`embed` runs on every patch and tokens are merged
+        afterwards). Must describe exactly what :meth:`embed` computes for these ``pixel_values``."""
+        return None
 
     def before_layers(self, hidden: torch.Tensor) -> torch.Tensor:
         """What the model applies between embeddings and the first layer (e.g. CLIP's pre-layernorm)."""

@@ -11,6 +11,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPOutput, CLIPVisionModelOutput
 
 from .base import EncoderAdapter, LayerParts, register_adapter
+from .linear import LinearPatchEmbedding
 
 __all__ = ["CLIPAdapter", "clip_layer_parts"]
 
@@ -36,6 +37,16 @@ class CLIPAdapter(EncoderAdapter):
 
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         return self.vision.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+
+    def linear_patch_embedding(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+                               ) -> LinearPatchEmbedding | None:
+        embeddings = self.vision.embeddings
+        if interpolate_pos_encoding:
+            return None
+        conv, positions = embeddings.patch_embedding, embeddings.position_embedding.weight  # [1 + N, D]
+        return LinearPatchEmbedding(weight=conv.weight.flatten(1), bias=conv.bias, positions=positions[1:],
+                                    prefix=(embeddings.class_embedding + positions[0]).unsqueeze(0),
+                                    patch_size=self.patch_size)
 
     def before_layers(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.vision.pre_layrnorm(hidden)

@@ -16,6 +16,7 @@ from ..matching import merge_tokens, token_attention_mask
 from ..matching import token_sizes as count_token_sizes
 from ..validate import check_pixel_values, check_tokens
 from .base import EncoderAdapter, adapter_for
+from .linear import merged_linear_embedding
 from .masks import attention_bias, is_plain, padding_allowed, segment_allowed, with_cls_size
 
 __all__ = ["VisualWordModel", "TokenSequence", "encode", "embed_tokens", "check_batch", "check_pixels", "run_layers"]
@@ -68,6 +69,9 @@ def embed_tokens(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_t
         ``[B, has_cls + T, D]``.
     """
     check_batch(adapter, pixel_values, patch_to_token, interpolate_pos_encoding)
+    linear = adapter.linear_patch_embedding(pixel_values, interpolate_pos_encoding)
+    if linear is not None:  # merge pixel patches first, project T patches instead of N (vwt/encoders/linear.py)
+        return merged_linear_embedding(linear, pixel_values, patch_to_token.to(pixel_values.device), num_tokens)
     embeddings = adapter.embed(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
     prefix = int(adapter.has_cls)
     tokens = merge_tokens(embeddings[:, prefix:], patch_to_token.to(embeddings.device), num_tokens)

@@ -10,6 +10,7 @@ from transformers import ViTForImageClassification, ViTModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from .base import EncoderAdapter, LayerParts, register_adapter
+from .linear import LinearPatchEmbedding
 
 __all__ = ["ViTAdapter"]
 
@@ -27,6 +28,15 @@ class ViTAdapter(EncoderAdapter):
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         dtype = self.vision.embeddings.patch_embeddings.projection.weight.dtype
         return self.vision.embeddings(pixel_values.to(dtype), interpolate_pos_encoding=interpolate_pos_encoding)
+
+    def linear_patch_embedding(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+                               ) -> LinearPatchEmbedding | None:
+        embeddings = self.vision.embeddings
+        if interpolate_pos_encoding or embeddings.training:  # training: the embedding's dropout applies
+            return None
+        conv, positions = embeddings.patch_embeddings.projection, embeddings.position_embeddings[0]  # [1 + N, D]
+        return LinearPatchEmbedding(weight=conv.weight.flatten(1), bias=conv.bias, positions=positions[1:],
+                                    prefix=embeddings.cls_token[0] + positions[:1], patch_size=self.patch_size)
 
     @property
     def layers(self) -> nn.ModuleList:
