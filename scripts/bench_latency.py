@@ -1,0 +1,176 @@
+"""Batch-1 latency on a ViT-B/16 (CLIP architecture, random weights) on real photos: where the time goes.
+
+    python scripts/bench_latency.py --vocab vocabularies/clip-p16-k100 --threshold 0.4 --threads 1
+
+Per image, at batch 1, every call interleaved in the same rounds (medians of per-round ratios):
+
+- latency ratio (vwt end to end, tokenizer included / base) next to the token ratio (goal: <= +0.03);
+- where the difference goes: the model's own layers on T tokens (what any method with T tokens pays:
+  weights are read once per forward whatever T is) versus our part (tokenizer, embedding and merge, norms);
+- the same tokens through eager PyTorch, ``torch.compile`` and onnxruntime (ratios to eager), and base
+  through the same three runtimes, so each runtime's vwt/base ratio is measured too.
+
+Not a test: it prints what it saw. ``--runtimes eager`` skips compile and ONNX (minutes of set-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from vwt import VisualVocabulary
+from vwt.bench.models import clip_b16_random
+from vwt.bench.timing import interleaved_rounds, paired_median_ratio
+from vwt.data import sample_images
+from vwt.encoders import VisualWordModel, adapter_for
+from vwt.encoders.run import embed_tokens
+from vwt.export import onnx, onnx_inputs
+from vwt.matching import merge_tokens
+from vwt.preprocess import image_processor_from_config, preprocess_images
+from vwt.tokenizer import VisualWordTokenizer
+
+
+def _old_embed(adapter, pixel_values, patch_to_token, num_tokens):
+    """Every patch embedded, then merged (the path before pixel patches were merged first)."""
+    embeddings = adapter.embed(pixel_values)
+    return torch.cat([embeddings[:, :1], merge_tokens(embeddings[:, 1:], patch_to_token, num_tokens)], dim=1)
+
+
+class _Pooled(torch.nn.Module):
+    """The unmodified model, pixels in, CLS feature out (what base is timed and exported as)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model(pixel_values=pixel_values).pooler_output
+
+
+def _layers(adapter, hidden):
+    for layer in adapter.layers:
+        hidden = layer(hidden, None)
+    return hidden
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vocab", default="vocabularies/clip-p16-k100")
+    parser.add_argument("--threshold", type=float, default=0.4)
+    parser.add_argument("--images", type=int, default=None, help="first N sample photos (default: all)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runtimes", nargs="+", default=["eager", "compile", "onnxruntime"],
+                        choices=["eager", "compile", "onnxruntime"])
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+
+    vocab = VisualVocabulary.from_pretrained(args.vocab)
+    tokenizer = VisualWordTokenizer(vocab, threshold=args.threshold)
+    photos = [image for _, image in sample_images()][: args.images]
+    pixels = preprocess_images(photos, image_processor_from_config(vocab.config.preprocess))
+    model = clip_b16_random()
+    adapter, wrapped = adapter_for(model), VisualWordModel(model)
+    n = pixels.shape[-1] // adapter.patch_size * pixels.shape[-2] // adapter.patch_size + 1
+    print(f"ViT-B/16 (CLIP architecture, random weights), {args.threads} thread(s), vocabulary k={vocab.config.k}, "
+          f"threshold {args.threshold}, {len(pixels)} photos, batch 1, {args.repeats} interleaved rounds")
+
+    def model_side(pixel_values, patch_to_token, attention_mask):
+        return wrapped(pixel_values=pixel_values, patch_to_token=patch_to_token, attention_mask=attention_mask)
+
+    compiled_vwt = compiled_base = vwt_session = base_session = None
+    tmp = tempfile.TemporaryDirectory()
+    if "compile" in args.runtimes:
+        compiled_vwt = torch.compile(model_side)
+        compiled_base = torch.compile(_Pooled(model))
+    if "onnxruntime" in args.runtimes:
+        onnx(wrapped, Path(tmp.name) / "vwt.onnx", tokenizer(pixel_values=pixels[:2]), output_names=["pooler_output"])
+        vwt_session = _ort_session(Path(tmp.name) / "vwt.onnx", args.threads)
+        batch_axis = torch.export.Dim("batch", min=1)
+        torch.onnx.export(_Pooled(model), (pixels[:2],), Path(tmp.name) / "base.onnx", dynamo=True,
+                          input_names=["pixel_values"], dynamic_shapes=({0: batch_axis},), external_data=False)
+        base_session = _ort_session(Path(tmp.name) / "base.onnx", args.threads)
+
+    rows = []
+    with torch.inference_mode():
+        for index, x in enumerate(pixels.split(1)):
+            batch = tokenizer(pixel_values=x)
+            t = int(batch["num_tokens"][0])
+            hidden = adapter.before_layers(embed_tokens(adapter, x, batch["patch_to_token"], t))
+            calls = {
+                "base": lambda _: model(pixel_values=x),
+                "vwt": lambda _: wrapped(tokenizer(pixel_values=x)),  # end to end
+                "vwt model side": lambda _: wrapped(batch),
+                "tokenize": lambda _: tokenizer(pixel_values=x),
+                "embed+merge": lambda _: embed_tokens(adapter, x, batch["patch_to_token"], t),
+                "embed+merge (old)": lambda _: _old_embed(adapter, x, batch["patch_to_token"], t),
+                "layers on T": lambda _: _layers(adapter, hidden),
+            }
+            inputs = (batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"])
+            if compiled_vwt is not None:
+                calls["vwt compiled"] = lambda _: compiled_vwt(*inputs)
+                calls["base compiled"] = lambda _: compiled_base(x)
+            if vwt_session is not None:
+                feeds, base_feeds = onnx_inputs(batch), {"pixel_values": x.numpy()}
+                calls["vwt onnxruntime"] = lambda _: vwt_session.run(None, feeds)
+                calls["base onnxruntime"] = lambda _: base_session.run(None, base_feeds)
+            times = interleaved_rounds(calls, [x], repeats=args.repeats, warmup=args.warmup)
+            ratio = {label: paired_median_ratio(times.seconds[label], times.seconds["base"]) for label in calls}
+            row = {"image": index, "tokens": t + 1, "token_ratio": (t + 1) / n, "base_ms":
+                   statistics.median(times.seconds["base"]) * 1e3, "ratio_to_base": ratio}
+            for runtime in ("compiled", "onnxruntime"):
+                if f"vwt {runtime}" in calls:
+                    row[f"{runtime}_over_eager"] = paired_median_ratio(times.seconds[f"vwt {runtime}"],
+                                                                       times.seconds["vwt model side"])
+                    row[f"{runtime}_latency_ratio"] = paired_median_ratio(times.seconds[f"vwt {runtime}"],
+                                                                          times.seconds[f"base {runtime}"])
+            rows.append(row)
+            extra = "".join(f", {r} {row[f'{r}_over_eager']:.2f}x eager (vwt/base {row[f'{r}_latency_ratio']:.3f})"
+                            for r in ("compiled", "onnxruntime") if f"{r}_over_eager" in row)
+            print(f"image {index:2d}: {t + 1:3d}/{n} tokens, token ratio {row['token_ratio']:.3f}, latency ratio "
+                  f"{ratio['vwt']:.3f} ({ratio['vwt'] - row['token_ratio']:+.3f}); layers on T {ratio['layers on T']:.3f}"
+                  f", tokenize {ratio['tokenize']:.3f}, embed+merge {ratio['embed+merge']:.3f} (old "
+                  f"{ratio['embed+merge (old)']:.3f}){extra}", flush=True)
+
+    def med(key, sub=None):
+        return statistics.median(r[key][sub] if sub else r[key] for r in rows)
+
+    print("\nmedians over images (ratios to base eager at batch 1):")
+    print(f"  token ratio {med('token_ratio'):.3f}, latency ratio {med('ratio_to_base', 'vwt'):.3f}, "
+          f"excess {statistics.median(r['ratio_to_base']['vwt'] - r['token_ratio'] for r in rows):+.3f} "
+          "(goal: <= +0.03)")
+    print(f"  the model's own layers on T tokens: {med('ratio_to_base', 'layers on T'):.3f} "
+          f"(excess over token ratio {statistics.median(r['ratio_to_base']['layers on T'] - r['token_ratio'] for r in rows):+.3f}: "
+          "not ours)")
+    print(f"  ours: tokenize {med('ratio_to_base', 'tokenize'):.4f}, embed+merge {med('ratio_to_base', 'embed+merge'):.4f} "
+          f"(was {med('ratio_to_base', 'embed+merge (old)'):.4f}), everything else "
+          f"{statistics.median(r['ratio_to_base']['vwt'] - r['ratio_to_base']['layers on T'] - r['ratio_to_base']['tokenize'] - r['ratio_to_base']['embed+merge'] for r in rows):+.4f}")
+    for runtime in ("compiled", "onnxruntime"):
+        if rows and f"{runtime}_over_eager" in rows[0]:
+            print(f"  {runtime}: {med(f'{runtime}_over_eager'):.3f}x the eager time for the same tokens; "
+                  f"vwt/base within {runtime}: {med(f'{runtime}_latency_ratio'):.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
