@@ -101,33 +101,30 @@ def _counting_backend(graphs):
     return backend
 
 
-def test_compiled_model_side_runs_in_one_graph_and_a_fixed_token_count_never_recompiles():
+def test_a_compiled_visual_word_model_runs_in_one_graph_and_a_token_budget_never_recompiles():
     torch._dynamo.reset()
     model = _model("clip", "sdpa")
-    wrapped = VisualWordModel(model)
     graphs = []
-
-    def run(pixel_values, patch_to_token, attention_mask):
-        return wrapped(pixel_values=pixel_values, patch_to_token=patch_to_token, attention_mask=attention_mask)
-
-    compiled = torch.compile(run, backend=_counting_backend(graphs), fullgraph=True)  # fullgraph: no breaks
-    tokenizer = IntraImageTokenizer(keep=9, patch_size=P)  # equal lengths, as under a token budget
+    compiled = torch.compile(VisualWordModel(model), backend=_counting_backend(graphs), fullgraph=True)  # no breaks
+    budget = VisualWordTokenizer(_tokenizer(0.5).vocabulary, max_tokens=9)  # every image exactly 9 tokens
     with torch.no_grad():
         for seed in range(3):  # other images, same batch size and token count
-            batch = tokenizer(pixel_values=_pixels(2, seed=seed, flat_rows=[seed, 0]))
-            out = compiled(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"])
+            batch = budget(pixel_values=_pixels(2, seed=seed, flat_rows=[seed, 0]))
+            assert batch["attention_mask"].shape == (2, 10)
+            out = compiled(**batch)
             # The eager backend runs the captured graph op for op: equal up to float reassociation.
             torch.testing.assert_close(out.pooler_output, VisualWordModel(model)(batch).pooler_output)
         assert len(graphs) == 1
         # A new token count recompiles once, with the token axis dynamic; later counts reuse that graph.
-        for keep in (5, 7, 11):
-            batch = IntraImageTokenizer(keep=keep, patch_size=P)(pixel_values=_pixels(2, seed=9, flat_rows=[0, 0]))
-            compiled(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"])
+        vocabulary = budget.vocabulary
+        for max_tokens in (5, 7, 11):
+            tokenizer = VisualWordTokenizer(vocabulary, max_tokens=max_tokens)
+            compiled(**tokenizer(pixel_values=_pixels(2, seed=9, flat_rows=[0, 0])))
         assert len(graphs) == 2
         # Padding (a mask with zeros) is data, not shape: no recompile.
         batch = _tokenizer(0.5)(pixel_values=_pixels(2, seed=3, flat_rows=[3, 0]))
         assert batch["attention_mask"].min() == 0
-        compiled(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"])
+        compiled(**batch)
         assert len(graphs) == 2
     torch._dynamo.reset()
 

@@ -40,17 +40,16 @@ ONNX_INPUTS = ("pixel_values", "patch_to_token", "attention_mask", "token_sizes"
 
 
 class _TensorOutputs(nn.Module):
-    """The model side as a module of tensors in, a flat tuple of tensors out (what ONNX graphs hold).
+    """A ``VisualWordModel`` with a flat tuple of tensors out (what an ONNX graph returns), by name.
 
     Args:
-        wrapped: a ``VisualWordModel``.
+        wrapped: a ``VisualWordModel`` (an ``nn.Module`` holding the model).
         input_names: the batch keys passed on as keyword arguments, in order.
         output_names: the keys of the model's output object to return, in order.
     """
 
-    def __init__(self, wrapped: Any, input_names: Sequence[str], output_names: Sequence[str]) -> None:
+    def __init__(self, wrapped: nn.Module, input_names: Sequence[str], output_names: Sequence[str]) -> None:
         super().__init__()
-        self.model = wrapped.model  # a submodule, so export sees the parameters
         self.wrapped = wrapped
         self.input_names = tuple(input_names)
         self.output_names = tuple(output_names)
@@ -119,7 +118,7 @@ def onnx(model: nn.Module | Any, path: str | os.PathLike, example_batch: Mapping
     inputs = [torch.as_tensor(example_batch[name]) for name in input_names]
     if len(inputs[0]) == 1:  # a batch axis traced at size 1 would be fixed to 1
         inputs = [x.expand(2, *x.shape[1:]).contiguous() for x in inputs]
-    device = next(wrapped.model.parameters()).device
+    device = next(wrapped.parameters()).device
     inputs = [x.to(device) for x in inputs]
     with torch.no_grad():
         example_outputs = wrapped(**dict(zip(input_names, inputs)))

@@ -24,8 +24,10 @@ __all__ = ["VisualWordModel", "TokenSequence", "encode", "embed_tokens", "check_
 
 def check_pixels(adapter: EncoderAdapter, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> int:
     """Raise a clear error where images do not fit the model (or are not finite float pixels); return their
-    number of patches."""
-    check_pixel_values(pixel_values)
+    number of patches. The checks on values run eagerly only: traced (torch.compile, ONNX export), a
+    graph cannot branch on data, so only the shape checks are kept there."""
+    if not torch.compiler.is_compiling():
+        check_pixel_values(pixel_values)
     if pixel_values.ndim != 4:
         raise ValueError(f"pixel_values must be [B, C, H, W], got {tuple(pixel_values.shape)}")
     _, c, h, w = pixel_values.shape
@@ -58,7 +60,8 @@ def check_batch(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_to
             f"{len(pixel_values)} x {n} patches of {adapter.patch_size}px: was the tokenizer built for another "
             "patch size?"
         )
-    check_tokens(patch_to_token, attention_mask, token_sizes)
+    if not torch.compiler.is_compiling():  # data-dependent checks: eager only (see check_pixels)
+        check_tokens(patch_to_token, attention_mask, token_sizes)
 
 
 def embed_tokens(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_token: torch.Tensor,
