@@ -214,8 +214,8 @@ def merge_tokens(embeddings: torch.Tensor, patch_to_token: torch.Tensor, num_tok
     """Mean of the embeddings of the patches in each token; dropped patches (-1) are ignored.
 
     Written as sums by ``index_add`` divided by counts: the same value as ``scatter_reduce(...,
-    reduce="mean")`` up to the order of the float additions, about 15x faster on CPU at ViT-B/16 sizes,
-    and it exports to ONNX (``scatter_reduce``'s mean has no ONNX form) and compiles without graph breaks.
+    reduce="mean")`` up to the order of the float additions, much faster on CPU, and it exports to ONNX
+    (``scatter_reduce``'s mean has no ONNX form) and compiles without graph breaks.
 
     Args:
         embeddings: ``[B, N, D]`` patch embeddings (position encodings already added).
