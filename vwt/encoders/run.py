@@ -68,10 +68,12 @@ def embed_tokens(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_t
                  num_tokens: int, interpolate_pos_encoding: bool = False) -> torch.Tensor:
     """Patch embeddings plus positions, scatter-meaned into tokens, CLS first.
 
+    The batch is taken as valid: :func:`check_batch` is the caller's (``VisualWordModel.embed`` runs it
+    once per forward).
+
     Returns:
         ``[B, has_cls + T, D]``.
     """
-    check_batch(adapter, pixel_values, patch_to_token, interpolate_pos_encoding)
     linear = adapter.linear_patch_embedding(pixel_values, interpolate_pos_encoding)
     if linear is not None:  # merge pixel patches first, project T patches instead of N (vwt/encoders/linear.py)
         return merged_linear_embedding(linear, pixel_values, patch_to_token.to(pixel_values.device), num_tokens)
