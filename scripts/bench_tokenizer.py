@@ -13,29 +13,17 @@ import argparse
 import json
 import logging
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from vwt import VisualVocabulary, build_vocabulary
 from vwt.bench.models import clip_b16_random
+from vwt.bench.timing import interleaved_rounds, paired_median_ratio
 from vwt.data import sample_images
 from vwt.encoders import VisualWordModel
 from vwt.preprocess import image_processor_from_config, preprocess_images
 from vwt.tokenizer import VisualWordTokenizer
-
-
-def interleaved(fns: dict[str, callable], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved so machine noise hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(warmup + repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -64,9 +52,10 @@ def main() -> None:
     with torch.inference_mode():
         for batch_size in (1, 32):
             x = pixels[torch.arange(batch_size) % len(pixels)]
-            t = interleaved({"tokenize": lambda: tokenizer(pixel_values=x), "forward": lambda: model(pixel_values=x)},
-                            repeats=args.repeats if batch_size == 1 else max(3, args.repeats // 3))
-            share = t["tokenize"] / t["forward"]
+            times = interleaved_rounds({"tokenize": lambda b: tokenizer(pixel_values=b), "forward": lambda b: model(pixel_values=b)},
+                                       [x], repeats=args.repeats if batch_size == 1 else max(3, args.repeats // 3), warmup=2)
+            t = {label: statistics.median(seconds) for label, seconds in times.seconds.items()}
+            share = paired_median_ratio(times.seconds["tokenize"], times.seconds["forward"])
             results[f"tokenize_over_forward_b{batch_size}"] = share
             print(f"batch {batch_size:2d}: tokenize {t['tokenize'] * 1e3:7.2f} ms, forward {t['forward'] * 1e3:8.2f} ms, "
                   f"tokenization = {share:.2%} of the forward")
@@ -75,10 +64,11 @@ def main() -> None:
         rows = []
         for index, x in enumerate(pixels.split(1)):
             batch = tokenizer(pixel_values=x)
-            t = interleaved({"base": lambda: model(pixel_values=x),
-                             "vwt": lambda: wrapped(tokenizer(pixel_values=x))}, repeats=args.repeats)
+            times = interleaved_rounds({"base": lambda b: model(pixel_values=b),
+                                        "vwt": lambda b: wrapped(tokenizer(pixel_values=b))}, [x], repeats=args.repeats,
+                                       warmup=2)
             token_ratio = (int(batch["num_tokens"][0]) + 1) / 197
-            latency_ratio = t["vwt"] / t["base"]
+            latency_ratio = paired_median_ratio(times.seconds["vwt"], times.seconds["base"])
             rows.append({"image": index, "tokens": int(batch["num_tokens"][0]) + 1, "token_ratio": token_ratio,
                          "latency_ratio": latency_ratio})
             print(f"  image {index:2d}: {rows[-1]['tokens']:3d}/197 tokens, token ratio {token_ratio:.3f}, "
