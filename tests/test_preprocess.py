@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vwt.preprocess import default_image_processor, preprocess_images, to_rgb_image
+from vwt.preprocess import composites_transparency, default_image_processor, preprocess_images, to_rgb_image
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,8 @@ def test_an_image_of_each_mode_is_preprocessed_exactly_as_the_models_own_process
 
 
 def test_a_transparent_rgba_image_is_composited_on_white_not_its_hidden_rgb(photo):
+    if not composites_transparency():  # the floor, transformers 5.18, keeps the hidden RGB: so do we (tested above)
+        pytest.skip("this transformers' processors convert RGBA with Pillow, without compositing")
     rgba = _with_alpha(photo)
     rgba.putalpha(0)  # fully transparent: the processor sees white
     assert np.asarray(to_rgb_image(rgba)).min() == 255

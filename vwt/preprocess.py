@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
@@ -17,6 +19,7 @@ from .config import PreprocessConfig, processor_output_size
 from .io import check_local_path, read_json
 
 __all__ = [
+    "composites_transparency",
     "default_image_processor",
     "load_image_processor",
     "preprocess_config",
@@ -106,7 +109,22 @@ def to_rgb_image(image: Any) -> Image.Image:
         raise ValueError("image has zero width or height")
     if image.mode == "RGB":
         return image
-    return Image.fromarray(convert_to_rgb(image, return_numpy=True))
+    if composites_transparency():
+        return Image.fromarray(convert_to_rgb(image, return_numpy=True))
+    return convert_to_rgb(image)  # transformers 5.18-5.2x: a plain Pillow convert("RGB"), returned as PIL
+
+
+@functools.cache
+def composites_transparency() -> bool:
+    """Whether the installed transformers' ``convert_to_rgb`` composites transparency onto white.
+
+    Newer releases do (and take ``return_numpy``); transformers 5.18 converts with Pillow's
+    ``convert("RGB")``, which keeps the hidden colours under transparent pixels. Either way
+    :func:`to_rgb_image` does what the installed processors do.
+    """
+    from transformers.image_transforms import convert_to_rgb
+
+    return "return_numpy" in inspect.signature(convert_to_rgb).parameters
 
 
 def _uint8(array: np.ndarray) -> np.ndarray:
