@@ -4,7 +4,7 @@ k-means patches/s, JPEG draft decoding on large files, and the extrapolated Imag
     python scripts/bench_build.py --images 240 --repeats 3 --k 1000 --patches 100000
 
 Images are real: the embedded sample photos saved as 500x375 JPEGs (ImageNet's typical size) in a
-temporary folder; the decoding pipeline is the build's own (:func:`vwt.stream.map_chunks`: decode,
+temporary folder; the decoding pipeline is the build's own (:func:`vwt.vocab.stream.map_chunks`: decode,
 CLIP preprocessing, patchify, sample ``--patches-per-image``). Worker counts are interleaved within each
 repeat so that load from other jobs hits them alike; the medians are reported. Not a test: it prints
 what it measured.
@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from vwt.checkpoint import KMeansStream
-from vwt.data import sample_images
-from vwt.decode import ChunkJob
+
 from vwt.patches import patchify
 from vwt.preprocess import default_image_processor, preprocess_images
-from vwt.stream import iter_chunks, map_chunks
+from vwt.vocab.data import sample_images
+from vwt.vocab.decode import ChunkJob
+from vwt.vocab.kmeans import KMeansStream
+from vwt.vocab.stream import iter_chunks, map_chunks
 
 IMAGENET_TRAIN = 1_281_167
 

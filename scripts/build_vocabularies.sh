@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the vocabularies shipped under vocabularies/, bit for bit (seed 0), from the real photos embedded
-# in the installed packages (vwt.data.sample_images(): 18 photos; every patch of each, no sampling).
+# in the installed packages (vwt.vocab.data.sample_images(): 18 photos; every patch of each, no sampling).
 #
 #   scripts/build_vocabularies.sh
 #

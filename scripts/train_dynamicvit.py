@@ -65,9 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
-    from vwt.baselines.dynamicvit import DynamicViT, DynamicViTConfig
-    from vwt.bench.dynamicvit_train import evaluate_accuracy, minibatches, train_classifier, train_dynamicvit
-    from vwt.bench.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, to_pixel_values
+    from vwt.bench.dynamicvit_train import (
+        evaluate_accuracy,
+        minibatches,
+        train_classifier,
+        train_dynamicvit,
+    )
+    from vwt.bench.fashion_mnist import (
+        FASHION_MNIST_CLASSES,
+        load_fashion_mnist,
+        to_pixel_values,
+    )
+    from vwt.methods.dynamicvit import DynamicViT, DynamicViTConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

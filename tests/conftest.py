@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def sample_photos():
     """The embedded real photos as (name, array) pairs."""
-    from vwt.data import sample_images
+    from vwt.vocab.data import sample_images
 
     return sample_images()
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vwt.batching import pack, plan_buckets, plan_packing, unpack
+from vwt.encoders.batching import pack, plan_buckets, plan_packing, unpack
 
 
 def test_packing_fills_rows_first_fit_decreasing_without_overlap():
@@ -37,7 +37,7 @@ def test_buckets_cover_the_batch_longest_first():
 
 
 def test_processed_length_is_the_padded_compute_of_each_batching_mode():
-    from vwt.batching import processed_length
+    from vwt.encoders.batching import processed_length
 
     lengths = torch.tensor([10, 5, 5, 2])
     assert processed_length(lengths, "pad", capacity=10) == 10  # everything padded to the longest

@@ -12,17 +12,31 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer, ViTConfig, ViTModel
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    CLIPTokenizer,
+    ViTConfig,
+    ViTModel,
+)
 
 from vwt import methods
-from vwt.bench import count_flops, make_batches, open_energy_meter, parse_method_spec, parse_method_specs, run_benchmark
+from vwt.bench import (
+    count_flops,
+    make_batches,
+    open_energy_meter,
+    parse_method_spec,
+    parse_method_specs,
+    run_benchmark,
+)
 from vwt.bench.accuracy import linear_probe, load_labeled_folder, zero_shot_accuracy
-from vwt.cli.bench import main
 from vwt.bench.energy import POWERCAP_ROOT, RaplMeter, UnavailableMeter
+from vwt.bench.fashion_mnist import FASHION_MNIST_DIR
 from vwt.bench.memory import TensorMemoryTracker
 from vwt.bench.plots import write_plots
 from vwt.bench.report import CSV_FIELDS, write_csv, write_json
-from vwt.bench.fashion_mnist import FASHION_MNIST_DIR
+from vwt.cli.bench import main
 from vwt.preprocess import preprocess_images
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None

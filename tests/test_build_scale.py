@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vwt import build_vocabulary
-from vwt.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from vwt.vocab.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 
 # Small batches and chunks so that k-means has stepped several times and holds leftover patches
 # at every chunk boundary: an interruption can fall anywhere in its state.
@@ -105,7 +105,7 @@ def test_a_datasets_stream_is_decoded_lazily_and_learns_the_words_of_the_same_fo
     # The packaged `imagefolder` builder goes through the hub-dataset path (streaming, the image column cast
     # to undecoded bytes/paths, decoding in process_chunk) without any network.
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    from vwt.stream import iter_chunks
+    from vwt.vocab.stream import iter_chunks
 
     kwargs = {"data_dir": str(jpeg_folder)}
     first = next(iter_chunks("imagefolder", dataset_kwargs=kwargs))[1][0]

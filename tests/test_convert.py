@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from vwt.cli.convert_vocab import main as convert_vocab_main
-from vwt.convert import convert_reference_vocab, reference_image_processor
-from vwt.tokenizer import VisualWordTokenizer
-from vwt.vocabulary import VocabularyLoadError
+from vwt.tokenize.tokenizer import VisualWordTokenizer
+from vwt.vocab.convert import convert_reference_vocab, reference_image_processor
+from vwt.vocab.vocabulary import VocabularyLoadError
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vwt.decode import ChunkJob, draft_scale, open_image, process_chunk
-from vwt.data import ImageRecord
 from vwt.patches import patchify
 from vwt.preprocess import default_image_processor, preprocess_images
+from vwt.vocab.data import ImageRecord
+from vwt.vocab.decode import ChunkJob, draft_scale, open_image, process_chunk
 
 CLIP_RESIZE = {"shortest_edge": 224}
 

@@ -2,14 +2,18 @@
 
 import pytest
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTForImageClassification
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 from vwt import VisualVocabulary, VocabularyConfig
 from vwt.encoders import VisualWordModel
-from vwt.export import onnx, onnx_inputs
+from vwt.encoders.export import onnx, onnx_inputs
 from vwt.preprocess import default_image_processor, preprocess_config
-from vwt.tokenizer import IntraImageTokenizer, VisualWordTokenizer
-
+from vwt.tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
 
 P, SIZE = 8, 32
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=SIZE,
@@ -176,7 +180,7 @@ def test_a_tokenizer_with_a_device_moves_its_words_once_and_returns_its_batch_th
 def test_merging_pixel_patches_before_the_projection_gives_the_tokens_of_merging_embeddings(name):
     from vwt.encoders import adapter_for
     from vwt.encoders.linear import merged_linear_embedding
-    from vwt.matching import merge_tokens
+    from vwt.encoders.merge import merge_tokens
 
     adapter = adapter_for(_model(name, "sdpa"))
     pixels = _pixels(3, seed=3, flat_rows=[3, 0, 1])

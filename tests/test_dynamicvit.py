@@ -20,10 +20,20 @@ from transformers import (
     ViTModel,
 )
 
-from vwt.baselines import DynamicViT, DynamicViTConfig
-from vwt.baselines.dynamicvit import keep_counts, select_tokens
-from vwt.bench.dynamicvit_train import dynamicvit_loss, forward_train, minibatches, policy_attention_mask, train_dynamicvit
-from vwt.bench.fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist, to_pixel_values
+from vwt.bench.dynamicvit_train import (
+    dynamicvit_loss,
+    forward_train,
+    minibatches,
+    policy_attention_mask,
+    train_dynamicvit,
+)
+from vwt.bench.fashion_mnist import (
+    FASHION_MNIST_DIR,
+    load_fashion_mnist,
+    to_pixel_values,
+)
+from vwt.methods import DynamicViT, DynamicViTConfig
+from vwt.methods.dynamicvit import keep_counts, select_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4)  # 32 px, patch 8 -> 16 patches

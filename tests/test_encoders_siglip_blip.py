@@ -15,8 +15,8 @@ from transformers import (
 from vwt.config import VocabularyConfig
 from vwt.encoders import VisualWordModel, adapter_for
 from vwt.preprocess import default_image_processor, preprocess_config
-from vwt.tokenizer import IntraImageTokenizer, VisualWordTokenizer
-from vwt.vocabulary import VisualVocabulary
+from vwt.tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from vwt.vocab.vocabulary import VisualVocabulary
 
 PATCH = 8
 IMAGE = 32  # 4 x 4 = 16 patches

@@ -5,12 +5,12 @@ import torch
 from transformers import ViTConfig, ViTModel
 
 from vwt import build_vocabulary, methods
-from vwt.baselines.dynamicvit import DynamicViT, DynamicViTConfig
 from vwt.cli.bench import main as bench_main
 from vwt.cli.viz import main as viz_main
 from vwt.io import BadFileError
+from vwt.methods.dynamicvit import DynamicViT, DynamicViTConfig
 from vwt.preprocess import default_image_processor, load_image_processor
-from vwt.tokenizer import IntraImageTokenizer
+from vwt.tokenize.tokenizer import IntraImageTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import torch
 from huggingface_hub import HfApi, ModelCard, RepoUrl, constants
 
 from vwt import VisualVocabulary
-from vwt.card import DEFAULT_THRESHOLDS, token_count_stats
 from vwt.cli.build_vocab import main as build_vocab_main
-from vwt.tokenizer import VisualWordTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
+from vwt.vocab.card import DEFAULT_THRESHOLDS, token_count_stats
 
 VOCAB_FILES = ["README.md", "config.json", "vocab.safetensors"]
 TOKENIZER_FILES = ["README.md", "config.json", "tokenizer_config.json", "vocab.safetensors"]

@@ -5,7 +5,7 @@ import torch
 from transformers import ViTConfig, ViTModel
 
 from vwt import methods
-from vwt.tokenizer import VisualWordTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
 
 # Two code paths (the model's own layers with an additive mask vs ToMe's written-out attention) doing
 # the same float32 arithmetic in a different order: rounding only, far below any merge's effect (> 1e-2).

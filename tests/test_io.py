@@ -16,7 +16,7 @@ from vwt.io import (
     check_output,
     read_json,
 )
-from vwt.vocabulary import VOCABULARY_CONTENTS
+from vwt.vocab.vocabulary import VOCABULARY_CONTENTS
 
 
 @pytest.fixture(scope="module")

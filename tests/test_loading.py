@@ -11,11 +11,20 @@ import pytest
 import torch
 from PIL import Image
 
-from vwt import VisualVocabulary, VocabularyConfig, VocabularyLoadError, build_vocabulary
+from vwt import (
+    VisualVocabulary,
+    VocabularyConfig,
+    VocabularyLoadError,
+    build_vocabulary,
+)
 from vwt.config import ConfigError
-from vwt.data import iter_images
-from vwt.preprocess import default_image_processor, load_image_processor, preprocess_config
-from vwt.tokenizer import VisualWordTokenizer
+from vwt.preprocess import (
+    default_image_processor,
+    load_image_processor,
+    preprocess_config,
+)
+from vwt.tokenize.tokenizer import VisualWordTokenizer
+from vwt.vocab.data import iter_images
 
 
 @pytest.fixture()

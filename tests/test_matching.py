@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from vwt.matching import (
+from vwt.encoders.merge import merge_tokens
+from vwt.tokenize.matching import (
     closest_first,
     cosine_distance_to_words,
     fold_surplus_words,
@@ -9,7 +10,6 @@ from vwt.matching import (
     keep_top_variance,
     match_words,
     match_words_budget,
-    merge_tokens,
     token_attention_mask,
     token_sizes,
 )

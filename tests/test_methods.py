@@ -3,7 +3,7 @@ import torch
 from transformers import ViTConfig, ViTModel
 
 from vwt import methods
-from vwt.baselines.quantize import quantize_int8
+from vwt.methods.quantize import quantize_int8
 
 
 def _vit(layers=4):

@@ -5,7 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vwt.preprocess import composites_transparency, default_image_processor, preprocess_images, to_rgb_image
+from vwt.preprocess import (
+    composites_transparency,
+    default_image_processor,
+    preprocess_images,
+    to_rgb_image,
+)
 
 
 @pytest.fixture(scope="module")

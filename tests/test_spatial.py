@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from vwt.matching import group_tokens
-from vwt.spatial import connected_labels, split_connected
-from vwt.tokenizer import VisualWordTokenizer
+from vwt.tokenize.matching import group_tokens
+from vwt.tokenize.spatial import connected_labels, split_connected
+from vwt.tokenize.tokenizer import VisualWordTokenizer
 
 
 def test_two_separate_regions_of_one_word_become_two_tokens_and_an_l_shape_one():

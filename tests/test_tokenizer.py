@@ -4,7 +4,7 @@ from transformers import BatchFeature, BitImageProcessorPil
 
 from vwt import VisualVocabulary, VocabularyConfig
 from vwt.preprocess import default_image_processor, preprocess_config
-from vwt.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from vwt.tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
 
 
 def _tiny_vocab(k=5, patch_size=4, seed=0):
@@ -49,8 +49,8 @@ def test_tokens_of_a_word_share_the_word_id_reported():
     tokenizer = VisualWordTokenizer(vocab, threshold=0.95)
     pixels = torch.randn(2, 3, 16, 16)
     batch = tokenizer(pixel_values=pixels)
-    from vwt.matching import match_words
     from vwt.patches import patchify
+    from vwt.tokenize.matching import match_words
 
     word_ids = match_words(patchify(pixels, 4), vocab.centroids, 0.95)
     assert torch.equal(batch["word_ids"].gather(1, batch["patch_to_token"]), word_ids)

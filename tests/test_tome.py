@@ -13,14 +13,15 @@ from transformers import (
     CLIPVisionModel,
     Dinov2Config,
     Dinov2Model,
-    ViTConfig,
-    ViTForImageClassification,
     SiglipVisionConfig,
     SiglipVisionModel,
+    ViTConfig,
+    ViTForImageClassification,
     ViTModel,
 )
 
-from vwt.baselines import (
+from vwt.encoders import EncoderAdapter
+from vwt.methods import (
     ToMe,
     ToMeConfig,
     bipartite_soft_matching,
@@ -30,7 +31,6 @@ from vwt.baselines import (
     schedule_r,
     token_counts,
 )
-from vwt.encoders import EncoderAdapter
 
 # 32 px, patch 4: 64 patches + CLS = 65 tokens, 4 layers
 _TINY = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, image_size=32, patch_size=4)

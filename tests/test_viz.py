@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 from transformers import Dinov2Config, Dinov2Model, ViTImageProcessorPil
 
-from vwt.viz import (
+from vwt.cli.viz import main as viz_main
+from vwt.viz.draw import (
     draw_tokens,
     image_from_pixel_values,
     merged_colour_index,
@@ -17,8 +18,15 @@ from vwt.viz import (
     side_by_side,
     source_to_patch_to_token,
 )
-from vwt.cli.viz import main as viz_main
-from vwt.render import CAPTION_HEIGHT, Rendered, compose, load_image, render_intra, render_tome, render_vwt
+from vwt.viz.render import (
+    CAPTION_HEIGHT,
+    Rendered,
+    compose,
+    load_image,
+    render_intra,
+    render_tome,
+    render_vwt,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = ROOT / "vocabularies" / "clip-p16-k100"
@@ -120,7 +128,11 @@ def test_draw_tokens_rejects_a_grid_that_does_not_fit(photo):
 
 
 def test_image_from_pixel_values_undoes_the_processor(photo):
-    from vwt.preprocess import default_image_processor, preprocess_config, preprocess_images
+    from vwt.preprocess import (
+        default_image_processor,
+        preprocess_config,
+        preprocess_images,
+    )
 
     processor = default_image_processor()
     pixel_values = preprocess_images([photo], processor)
@@ -176,7 +188,7 @@ def tiny_dinov2_dir(tmp_path_factory):
 
 
 def test_tome_overlay_follows_the_final_tokens_source(photo, tiny_dinov2_dir):
-    from vwt.baselines import ToMe
+    from vwt.methods import ToMe
     from vwt.preprocess import load_image_processor
 
     model, processor = Dinov2Model.from_pretrained(tiny_dinov2_dir).eval(), load_image_processor(tiny_dinov2_dir)

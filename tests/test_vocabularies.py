@@ -9,9 +9,9 @@ import torch
 
 from vwt import VisualVocabulary, VisualWordTokenizer
 from vwt.cli.build_vocab import main as build_vocab_main
-from vwt.matching import cosine_distance_to_words
 from vwt.patches import patchify
 from vwt.preprocess import preprocess_images
+from vwt.tokenize.matching import cosine_distance_to_words
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCABULARIES = ROOT / "vocabularies"

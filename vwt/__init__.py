@@ -13,23 +13,27 @@ from .version import __version__
 
 if TYPE_CHECKING:
     from . import methods
-    from .build import build_vocabulary
     from .config import PreprocessConfig, VocabularyConfig
     from .encoders import VisualWordModel, encode, supported_models
     from .patches import patch_variance, patchify
-    from .tokenizer import IntraImageTokenizer, TokenizerConfig, VisualWordTokenizer
-    from .vocabulary import VisualVocabulary, VocabularyLoadError
+    from .tokenize.tokenizer import (
+        IntraImageTokenizer,
+        TokenizerConfig,
+        VisualWordTokenizer,
+    )
+    from .vocab.build import build_vocabulary
+    from .vocab.vocabulary import VisualVocabulary, VocabularyLoadError
 
 _LAZY = {
-    "IntraImageTokenizer": ".tokenizer",
+    "IntraImageTokenizer": ".tokenize.tokenizer",
     "PreprocessConfig": ".config",
-    "TokenizerConfig": ".tokenizer",
-    "VisualVocabulary": ".vocabulary",
+    "TokenizerConfig": ".tokenize.tokenizer",
+    "VisualVocabulary": ".vocab.vocabulary",
     "VisualWordModel": ".encoders",
-    "VisualWordTokenizer": ".tokenizer",
+    "VisualWordTokenizer": ".tokenize.tokenizer",
     "VocabularyConfig": ".config",
-    "VocabularyLoadError": ".vocabulary",
-    "build_vocabulary": ".build",
+    "VocabularyLoadError": ".vocab.vocabulary",
+    "build_vocabulary": ".vocab.build",
     "encode": ".encoders",
     "methods": ".methods",
     "patch_variance": ".patches",

@@ -209,7 +209,7 @@ class TokenizerConfig:
     """The visual-word tokenizer's own settings (the rest is the vocabulary): a threshold, or a token budget.
 
     With a budget (``max_tokens`` or ``keep``) the threshold is not used (None): see
-    :class:`vwt.tokenizer.VisualWordTokenizer`.
+    :class:`vwt.tokenize.tokenizer.VisualWordTokenizer`.
     """
 
     # Cosine distance above which (strictly) a patch matches no word and stays a token of its own.

@@ -1,38 +1,5 @@
-"""What every method returns: the model's usual outputs together with what they cost in tokens.
+"""Deprecated path: use :mod:`vwt.methods.result` (or the names in :mod:`vwt`)."""
 
-Nothing of a call is kept on the method object; everything a caller may want to inspect after a
-call comes back in a :class:`MethodResult`.
-"""
+from ._lazy import moved_module
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
-
-import torch
-
-__all__ = ["MethodResult"]
-
-
-@dataclass(frozen=True)
-class MethodResult:
-    """A batch through one method.
-
-    Rows of the token tensors line up with the rows of ``outputs.last_hidden_state`` (CLS included
-    where the model has one).
-    """
-
-    #: The model's usual output object (last_hidden_state, pooler_output, logits, image_embeds, ...).
-    outputs: Any
-    #: Sequence length entering each layer, per image, padding included: the compute. For bucketing
-    #: and packing, the mean padded length per image.
-    tokens_per_layer: tuple[float, ...]
-    #: ``[B]`` real tokens per image entering the first layer (CLS included, padding excluded).
-    tokens_per_image: torch.Tensor
-    #: ``[B, T]`` patches (CLS counted as 1) in each final token, where a method merges (ToMe).
-    token_sizes: torch.Tensor | None = None
-    #: ``[B, T, N]`` uint8: ``source[b, t, n] = 1`` where final token ``t`` holds patch ``n`` (ToMe with
-    #: ``trace_source=True``; a CLS row is all zero).
-    source: torch.Tensor | None = None
-    #: ``[B, k]`` positions among the N patches of the tokens kept to the end (DynamicViT).
-    kept_patches: torch.Tensor | None = None
+__getattr__, __dir__ = moved_module(__name__, "vwt.methods.result")

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import iter_images
-from ..methods import Runner
+from ..methods.registry import Runner
 from ..preprocess import preprocess_images
+from ..vocab.data import iter_images
 from .fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist
 from .features import pooled_features
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..methods import Method, load
+from ..methods.registry import Method, load
 from .models import BenchModel
 from .vocabs import matching_vocabularies, resolve_vocabulary
 

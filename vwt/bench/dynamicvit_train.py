@@ -23,8 +23,8 @@ at the start when it trains.
 from __future__ import annotations
 
 import copy
-import math
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..baselines.dynamicvit import DynamicViT, DynamicViTConfig
+from ..methods.dynamicvit import DynamicViT, DynamicViTConfig
 
 __all__ = ["DynamicViTTrainOutput", "policy_attention_mask", "forward_train", "dynamicvit_loss", "train_dynamicvit",
            "train_classifier", "evaluate_accuracy", "minibatches"]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..methods import Method, load
+from ..methods.registry import Method, load
 from .models import BenchModel
 
 __all__ = ["SWEEPS", "frontier_methods", "run_frontier", "frontier_rows", "frontier_table", "goal_verdict",
@@ -66,8 +66,8 @@ def run_frontier(bench: BenchModel, out: str | Path, *, full: bool = False, k: i
         probe_train, probe_test, probe, fashion_mnist_dir: the Fashion-MNIST linear probe.
         methods: replace the sweep (e.g. a tiny one in tests).
     """
-    from ..data import sample_images
     from ..preprocess import preprocess_config
+    from ..vocab.data import sample_images
     from .accuracy import linear_probe
     from .harness import bind_methods, run_benchmark
     from .heldout import build_heldout_vocabulary, heldout_pixel_values, split_photos

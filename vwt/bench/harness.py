@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..methods import Method, Runner, load
+from ..methods.registry import Method, Runner, load
 from ..version import __version__
 from .energy import EnergyMeter, open_energy_meter
 from .features import cosine_to_reference, feature_name, pooled_features

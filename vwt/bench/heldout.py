@@ -73,7 +73,7 @@ def heldout_pixel_values(photos: Sequence[tuple[str, Any]], image_processor: Any
 def build_heldout_vocabulary(photos: Sequence[tuple[str, Any]], k: int, patch_size: int, image_processor: Any,
                              out: str | Path, seed: int = 0) -> Path:
     """Build (or reuse) a ``k``-word vocabulary from :func:`vocabulary_views` of ``photos`` into ``out``."""
-    from ..build import build_vocabulary
+    from ..vocab.build import build_vocabulary
 
     out = Path(out)
     if (out / "vocab.safetensors").is_file():

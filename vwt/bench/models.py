@@ -19,7 +19,11 @@ import torch
 from torch import nn
 
 from ..encoders import adapter_for
-from ..preprocess import default_image_processor, load_image_processor, preprocess_config
+from ..preprocess import (
+    default_image_processor,
+    load_image_processor,
+    preprocess_config,
+)
 from .offline import OFFLINE_MODELS
 
 __all__ = ["OFFLINE_MODELS", "BenchModel", "clip_b16_random", "load_bench_model"]

@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..methods import METHODS, Method, load
+from ..methods.registry import METHODS, Method, load
 
 __all__ = ["parse_method_spec", "parse_method_specs", "format_method_spec", "output_key", "unique_labels"]
 

@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..build import build_vocabulary
 from ..config import ConfigError, PreprocessConfig
-from ..data import sample_images
 from ..preprocess import preprocess_config
+from ..vocab.build import build_vocabulary
+from ..vocab.data import sample_images
 from .models import BenchModel
 
 __all__ = ["vocabulary_roots", "matching_vocabularies", "resolve_vocabulary"]

@@ -102,8 +102,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _pixel_values(source: str, processor: Any, max_images: int | None, split: str) -> tuple[torch.Tensor, list[str]]:
-    from ..data import iter_images
     from ..preprocess import preprocess_images
+    from ..vocab.data import iter_images
 
     if max_images is None and source != "sample" and not Path(source).expanduser().is_dir():
         max_images = 64
@@ -125,7 +125,6 @@ def _pixel_values(source: str, processor: Any, max_images: int | None, split: st
 def _run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     import torch
 
-    from ..preprocess import preprocess_config
     from ..bench.accuracy import linear_probe, load_labeled_folder, zero_shot_accuracy
     from ..bench.defaults import complete_method, default_methods
     from ..bench.harness import bind_methods, run_benchmark
@@ -133,6 +132,7 @@ def _run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     from ..bench.plots import write_plots
     from ..bench.report import attach_accuracy, summary_table, write_csv, write_json
     from ..bench.specs import parse_method_specs
+    from ..preprocess import preprocess_config
 
     settings = _settings(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -198,8 +198,14 @@ def _run_frontier(args: argparse.Namespace, command: str, settings: dict[str, An
                   out: Path) -> dict[str, Any]:
     import json
 
-    from ..bench.frontier import frontier_methods, frontier_rows, frontier_table, goal_verdict, run_frontier
-    from ..bench.frontier import write_frontier_plot
+    from ..bench.frontier import (
+        frontier_methods,
+        frontier_rows,
+        frontier_table,
+        goal_verdict,
+        run_frontier,
+        write_frontier_plot,
+    )
     from ..bench.report import write_csv, write_json
     from ..bench.specs import parse_method_specs
 

@@ -93,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
     out = args.out or _default_out(args.data, args.k, args.patch_size)
     try:
-        from ..build import build_vocabulary
-        from ..stream import default_num_workers
+        from ..vocab.build import build_vocabulary
+        from ..vocab.stream import default_num_workers
 
         vocab = build_vocabulary(
             args.data,
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             url = vocab.push_to_hub(args.push_to_hub)
             print(f"pushed to {url}")
     except KeyboardInterrupt:
-        from ..checkpoint import checkpoint_path
+        from ..vocab.checkpoint import checkpoint_path
 
         ckpt = checkpoint_path(out)
         if ckpt.exists():

@@ -38,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = convert_vocab_parser().parse_args(args_list)
     try:
-        from ..convert import convert_reference_vocab
         from ..preprocess import load_image_processor
+        from ..vocab.convert import convert_reference_vocab
 
         processor = None if args.image_processor is None else load_image_processor(args.image_processor)
         vocab = convert_reference_vocab(args.vocab_pt, args.out, source=args.source, image_processor=processor,

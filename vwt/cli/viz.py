@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from ..render import Rendered
+    from ..viz.render import Rendered
 
 from . import configure_logging
 
@@ -80,7 +80,13 @@ def _load_model(name: str | None) -> tuple[torch.nn.Module, Any]:
 
 
 def _render(args: argparse.Namespace) -> Rendered:
-    from ..render import default_vocabulary_dir, load_image, render_intra, render_tome, render_vwt
+    from ..viz.render import (
+        default_vocabulary_dir,
+        load_image,
+        render_intra,
+        render_tome,
+        render_vwt,
+    )
 
     _, image = load_image(args.image)
     if args.method == "vwt":
@@ -106,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vwt-viz: error: --scale must be in 1..{MAX_SCALE}", file=sys.stderr)
         return 2
     try:
-        from ..render import compose
-        from ..viz import save_png
+        from ..viz.draw import save_png
+        from ..viz.render import compose
 
         rendered = _render(args)
         path = save_png(compose(rendered, scale=args.scale, caption=not args.no_caption), args.out)

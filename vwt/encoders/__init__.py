@@ -1,7 +1,13 @@
 """One small adapter per model family; importing this package registers them all."""
 
 from . import blip, clip, dinov2, siglip, vit  # noqa: F401  (registration)
-from .base import EncoderAdapter, LayerParts, adapter_for, register_adapter, supported_models
+from .base import (
+    EncoderAdapter,
+    LayerParts,
+    adapter_for,
+    register_adapter,
+    supported_models,
+)
 from .run import VisualWordModel, check_batch, check_pixels, embed_tokens, encode
 
 __all__ = [

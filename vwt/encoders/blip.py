@@ -24,7 +24,9 @@ import torch
 from torch import nn
 from transformers import BlipForConditionalGeneration, BlipVisionModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.models.blip.modeling_blip import BlipForConditionalGenerationModelOutput
+from transformers.models.blip.modeling_blip import (
+    BlipForConditionalGenerationModelOutput,
+)
 
 from .base import EncoderAdapter, register_adapter
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..matching import merge_tokens
 from ..patches import patchify
+from .merge import merge_tokens
 
 __all__ = ["LinearPatchEmbedding", "merged_linear_embedding"]
 

@@ -9,15 +9,25 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.masking_utils import create_bidirectional_mask, packed_sequence_mask_function
+from transformers.masking_utils import (
+    create_bidirectional_mask,
+    packed_sequence_mask_function,
+)
 
-from ..batching import BATCHING, pack, plan_buckets, plan_packing, unpack
-from ..matching import merge_tokens, token_attention_mask
-from ..matching import token_sizes as count_token_sizes
+from ..tokenize.matching import token_attention_mask
+from ..tokenize.matching import token_sizes as count_token_sizes
 from ..validate import check_pixel_values, check_tokens
 from .base import EncoderAdapter, adapter_for
+from .batching import BATCHING, pack, plan_buckets, plan_packing, unpack
 from .linear import merged_linear_embedding
-from .masks import attention_bias, is_plain, padding_allowed, segment_allowed, with_cls_size
+from .masks import (
+    attention_bias,
+    is_plain,
+    padding_allowed,
+    segment_allowed,
+    with_cls_size,
+)
+from .merge import merge_tokens
 
 __all__ = ["VisualWordModel", "TokenSequence", "encode", "embed_tokens", "check_batch", "check_pixels", "run_layers"]
 

@@ -13,7 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import SiglipForImageClassification, SiglipModel, SiglipVisionModel
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+)
 from transformers.models.siglip.modeling_siglip import SiglipOutput
 
 from .base import EncoderAdapter, LayerParts, register_adapter

@@ -7,7 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import ViTForImageClassification, ViTModel
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+)
 
 from .base import EncoderAdapter, LayerParts, register_adapter
 from .linear import LinearPatchEmbedding

@@ -18,7 +18,7 @@ What the reference code does, read from its repository (``utils/imgnet_dataset.p
 - k-means: ``MiniBatchKMeans(n_clusters=k, n_init="auto", batch_size=1024)``, ``partial_fit`` on every
   patch of each DataLoader batch of 1024 images; no ``random_state`` is passed, so it is not reproducible;
 - matching: cosine distance ``1 - normalize(patch) @ normalize(word)``, nearest word, a patch whose
-  distance is ``> thresh`` stays alone -- the same rule as :class:`vwt.tokenizer.VisualWordTokenizer`.
+  distance is ``> thresh`` stays alone -- the same rule as :class:`vwt.tokenize.tokenizer.VisualWordTokenizer`.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
-from .version import __version__
-from .config import VocabularyConfig
-from .io import atomic_directory
-from .preprocess import preprocess_config
+from ..config import VocabularyConfig
+from ..io import atomic_directory
+from ..preprocess import preprocess_config
+from ..version import __version__
 from .vocabulary import VisualVocabulary, VocabularyLoadError
 
 __all__ = ["REFERENCE_PREPROCESSING", "reference_image_processor", "load_reference_centroids", "convert_reference_vocab"]

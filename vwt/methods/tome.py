@@ -24,7 +24,7 @@ from torch import nn
 
 from ..encoders.base import LayerParts, adapter_for
 from ..encoders.run import check_pixels
-from ..result import MethodResult
+from .result import MethodResult
 
 __all__ = [
     "ToMe",
@@ -234,7 +234,7 @@ def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: t
 class ToMe:
     """Run a Hugging Face vision model with Token Merging; the model itself is left untouched.
 
-    A call returns a :class:`~vwt.result.MethodResult`: the model's usual ``outputs``,
+    A call returns a :class:`~vwt.methods.result.MethodResult`: the model's usual ``outputs``,
     ``tokens_per_layer`` (tokens entering each layer), ``token_sizes`` ``[B, T]`` (patches, plus CLS, in
     each final token) and, with ``trace_source=True``, ``source`` ``[B, T, N]``. Nothing of a call is
     kept on the object.

@@ -1,4 +1,4 @@
-"""Pure tensor functions: match patches to words, group them into tokens, merge, pad.
+"""Pure tensor functions: match patches to words, group them into tokens, pad.
 
 Token order (deterministic): tokens are numbered by the raster index of their first patch, so an
 image whose patches all stay single keeps the patch order of the unmodified model.
@@ -18,7 +18,6 @@ __all__ = [
     "fold_surplus_words",
     "group_tokens",
     "keep_top_variance",
-    "merge_tokens",
     "token_attention_mask",
     "token_sizes",
 ]
@@ -208,35 +207,6 @@ def keep_top_variance(variance: torch.Tensor, keep: int) -> torch.Tensor:
     kept.scatter_(1, top, True)
     rank = kept.long().cumsum(1) - 1
     return torch.where(kept, rank, torch.full_like(rank, -1))
-
-
-def merge_tokens(embeddings: torch.Tensor, patch_to_token: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """Mean of the embeddings of the patches in each token; dropped patches (-1) are ignored.
-
-    Written as sums by ``index_add`` divided by counts: the same value as ``scatter_reduce(...,
-    reduce="mean")`` up to the order of the float additions, much faster on CPU, and it exports to ONNX
-    (``scatter_reduce``'s mean has no ONNX form) and compiles without graph breaks.
-
-    Args:
-        embeddings: ``[B, N, D]`` patch embeddings (position encodings already added).
-        patch_to_token: ``[B, N]`` int64, values in ``[-1, num_tokens)``.
-        num_tokens: T, the padded token length.
-
-    Returns:
-        ``[B, T, D]`` in the embeddings' dtype (float16/bfloat16 are summed in float32); rows of padding
-        (no patch) are zeros.
-    """
-    b, n, d = embeddings.shape
-    dtype = embeddings.dtype
-    if dtype in (torch.float16, torch.bfloat16):  # sum in float32: a group can hold all N patches
-        embeddings = embeddings.float()
-    slots = num_tokens + 1  # dropped patches go to an extra slot T per image, cut off afterwards
-    index = torch.where(patch_to_token >= 0, patch_to_token, torch.full_like(patch_to_token, num_tokens))
-    flat = (index + torch.arange(b, device=index.device).unsqueeze(1) * slots).reshape(b * n)  # [B * N]
-    sums = embeddings.new_zeros(b * slots, d).index_add(0, flat, embeddings.reshape(b * n, d))
-    counts = embeddings.new_zeros(b * slots).index_add(0, flat, embeddings.new_ones(b * n))
-    means = sums / counts.clamp_min(1).unsqueeze(-1)  # padding slots: 0 / 1
-    return means.reshape(b, slots, d)[:, :num_tokens].to(dtype)
 
 
 def token_attention_mask(num_tokens: torch.Tensor, length: int | None = None, prefix: int = 1) -> torch.Tensor:

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batching import processed_length
-from .encoders import VisualWordModel, adapter_for
-from .encoders.masks import with_cls_size
+from ..encoders import VisualWordModel, adapter_for
+from ..encoders.batching import processed_length
+from ..encoders.masks import with_cls_size
+from ..validate import check_pixel_values
 from .result import MethodResult
-from .validate import check_pixel_values
 
 __all__ = ["METHODS", "Method", "MethodResult", "Runner", "load", "visual_word_tokenizer"]
 
@@ -99,12 +99,12 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
 def visual_word_tokenizer(model: nn.Module, vocab: Any, threshold: float | None = None,
                           max_tokens: int | None = None, keep: float | None = None,
                           connected: bool | None = None) -> Any:
-    """The :class:`~vwt.tokenizer.VisualWordTokenizer` a ``vwt`` method runs for ``model``.
+    """The :class:`~vwt.tokenize.tokenizer.VisualWordTokenizer` a ``vwt`` method runs for ``model``.
 
     ``vocab`` is a vocabulary or tokenizer directory / hub id (the other options override what it saved),
     or a tokenizer (then the options must agree with it).
     """
-    from .tokenizer import VisualWordTokenizer
+    from ..tokenize.tokenizer import VisualWordTokenizer
 
     if vocab is None:
         raise ValueError("vwt needs vocab=<directory or hub id of a vocabulary, or a VisualWordTokenizer>")
@@ -132,7 +132,7 @@ def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = Non
 
 def _bind_intra(model: nn.Module, keep: int | float = 0.5, batching: str = "pad",
                 proportional_attention: bool | float = True) -> Callable[[torch.Tensor], MethodResult]:
-    from .tokenizer import IntraImageTokenizer
+    from ..tokenize.tokenizer import IntraImageTokenizer
 
     adapter = adapter_for(model)
     tokenizer = IntraImageTokenizer(keep, adapter.patch_size, num_channels=adapter.num_channels)
@@ -140,14 +140,14 @@ def _bind_intra(model: nn.Module, keep: int | float = 0.5, batching: str = "pad"
 
 
 def _bind_tome(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], MethodResult]:
-    from .baselines.tome import ToMe
+    from .tome import ToMe
 
     return ToMe(model, **options)
 
 
 def _bind_dynamicvit(model: nn.Module, predictor: Any = None, keep_ratio: float | None = None,
                      **options: Any) -> Callable[[torch.Tensor], MethodResult]:
-    from .baselines.dynamicvit import DynamicViT, DynamicViTConfig
+    from .dynamicvit import DynamicViT, DynamicViTConfig
 
     if predictor is not None:
         if keep_ratio is not None or options:
@@ -167,7 +167,7 @@ def _bind_vwt_tome(model: nn.Module, **options: Any) -> Callable[[torch.Tensor],
 
 
 def _bind_q8(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], MethodResult]:
-    from .baselines.quantize import quantize_int8
+    from .quantize import quantize_int8
 
     return _bind_base(quantize_int8(model, **options))
 
@@ -211,7 +211,7 @@ def load(name: str, **options: Any) -> Method:
         name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=`` or a token budget ``max_tokens=`` /
             ``keep=``, ``connected=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=``,
             ``batching=``, ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``); ``vwt+tome`` (the
-            ``vwt`` tokenizer's options and ToMe's, see :func:`vwt.hybrids.bind_vwt_tome`); ``dynamicvit``
+            ``vwt`` tokenizer's options and ToMe's, see :func:`vwt.methods.hybrids.bind_vwt_tome`); ``dynamicvit``
             (``predictor=`` directory, or ``keep_ratio=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
             ``bucket`` or ``pack`` (see :class:`vwt.encoders.VisualWordModel`).
     """

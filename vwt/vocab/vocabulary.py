@@ -13,9 +13,15 @@ from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..config import ConfigError, VocabularyConfig
+from ..io import (
+    BadFileError,
+    DirectoryContents,
+    check_local_path,
+    check_regular_file,
+    read_json,
+)
 from .card import vocabulary_card
-from .config import ConfigError, VocabularyConfig
-from .io import DirectoryContents, BadFileError, check_local_path, check_regular_file, read_json
 
 __all__ = [
     "VisualVocabulary",

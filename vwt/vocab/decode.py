@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..patches import check_patch_grid, patchify
+from ..preprocess import preprocess_images
 from .data import ImageRecord
-from .patches import check_patch_grid, patchify
-from .preprocess import preprocess_images
 
 __all__ = ["DRAFT_GAP", "ChunkJob", "ChunkResult", "draft_scale", "open_image", "decode_record", "sample_patches", "process_chunk"]
 

@@ -27,7 +27,7 @@ from ..config import dataclass_from_dict
 from ..encoders import adapter_for
 from ..encoders.run import check_pixels
 from ..io import check_regular_file, read_json
-from ..result import MethodResult
+from .result import MethodResult
 
 __all__ = ["DynamicViT", "DynamicViTConfig", "TokenPredictor", "PredictorStage", "default_prune_layers",
            "keep_counts", "select_tokens"]

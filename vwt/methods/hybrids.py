@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .encoders import VisualWordModel
+from ..encoders import VisualWordModel
 from .result import MethodResult
 
 __all__ = ["bind_vwt_tome"]
@@ -38,10 +38,10 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
         vocab, threshold, max_tokens, keep, connected: the visual-word tokenizer
             (see :func:`vwt.methods.visual_word_tokenizer`).
         r: ToMe's tokens merged per layer (an int or one per layer).
-        tome_options: the rest of :class:`vwt.baselines.tome.ToMeConfig` (``schedule``, ``inflect``).
+        tome_options: the rest of :class:`vwt.methods.tome.ToMeConfig` (``schedule``, ``inflect``).
     """
-    from .baselines.tome import ToMe
-    from .methods import visual_word_tokenizer
+    from .registry import visual_word_tokenizer
+    from .tome import ToMe
 
     tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected)
     tome = ToMe(model, r=r, **tome_options)

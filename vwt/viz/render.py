@@ -15,12 +15,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .baselines.tome import ToMe
-from .data import sample_images
-from .preprocess import preprocess_config, preprocess_images
-from .tokenizer import IntraImageTokenizer, VisualWordTokenizer
-from .viz import draw_tokens, image_from_pixel_values, side_by_side, source_to_patch_to_token
-from .vocabulary import VisualVocabulary
+from ..methods.tome import ToMe
+from ..preprocess import preprocess_config, preprocess_images
+from ..tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from ..vocab.data import sample_images
+from ..vocab.vocabulary import VisualVocabulary
+from .draw import (
+    draw_tokens,
+    image_from_pixel_values,
+    side_by_side,
+    source_to_patch_to_token,
+)
 
 __all__ = [
     "CAPTION_HEIGHT",

@@ -83,7 +83,7 @@ def _ignore_sigint() -> None:
 def map_chunks(
     job: ChunkJob, chunks: Iterable[tuple[int, list[ImageRecord]]], num_workers: int = 0, prefetch: int = 2
 ) -> Iterator[ChunkResult]:
-    """:func:`vwt.decode.process_chunk` over ``chunks``, in order, on ``num_workers`` processes (0: inline).
+    """:func:`vwt.vocab.decode.process_chunk` over ``chunks``, in order, on ``num_workers`` processes (0: inline).
 
     At most ``prefetch * num_workers`` chunks are in flight, so a stream of any length uses bounded
     memory. Worker processes are spawned (no fork of a threaded parent) and ignore SIGINT.

@@ -2,7 +2,7 @@
 
 A card says what built the words (data, images and patches seen, preprocessing, seed), the command
 that rebuilds them, and how many tokens they leave on the embedded sample photos
-(:func:`vwt.data.sample_images`) at a few thresholds (:func:`token_count_stats`).
+(:func:`vwt.vocab.data.sample_images`) at a few thresholds (:func:`token_count_stats`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any, Protocol
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 
-from .config import PreprocessConfig, VocabularyConfig
+from ..config import PreprocessConfig, VocabularyConfig
+from ..patches import patchify
+from ..preprocess import image_processor_from_config, preprocess_images
+from ..tokenize.matching import apply_threshold, cosine_distance_to_words, group_tokens
 from .data import DATASET_ALIASES, sample_images
-from .matching import apply_threshold, cosine_distance_to_words, group_tokens
-from .patches import patchify
-from .preprocess import image_processor_from_config, preprocess_images
 
 
 class VisualVocabulary(Protocol):
@@ -76,7 +76,7 @@ def token_count_stats(
         vocabulary: the visual words.
         thresholds: cosine-distance thresholds.
         pixel_values: ``[S, C, H, W]`` images in the vocabulary's preprocessing; default: the embedded
-            sample photos (:func:`vwt.data.sample_images`, about 18), preprocessed with the processor
+            sample photos (:func:`vwt.vocab.data.sample_images`, about 18), preprocessed with the processor
             recorded in the vocabulary (cached per processor: a repeated card costs one nearest-word match).
 
     Returns:
@@ -126,7 +126,7 @@ def _stats_lines(vocabulary: VisualVocabulary, thresholds: Sequence[float], high
         "## Token counts",
         "",
         f"Tokens per image (CLS excluded) when the {stats[0].num_images} sample photos embedded in `vwt` "
-        f"(`vwt.data.sample_images()`: scikit-image, scikit-learn and matplotlib photos) are tokenized with "
+        f"(`vwt.vocab.data.sample_images()`: scikit-image, scikit-learn and matplotlib photos) are tokenized with "
         f"these words, out of N={n} patches per image. A patch whose cosine distance to its nearest word "
         "is above the threshold stays a token of its own."
         + (" These are the photos the words were learned from: in-sample counts, likely lower than "
@@ -210,8 +210,7 @@ def vocabulary_card(
         "## Use",
         "",
         "```python",
-        "from vwt import VisualVocabulary",
-        "from vwt.tokenizer import VisualWordTokenizer",
+        "from vwt import VisualVocabulary, VisualWordTokenizer",
         "",
         'vocab = VisualVocabulary.from_pretrained("<this repo or directory>")',
         loader,

@@ -1,8 +1,8 @@
 """Offline: stream images, take patches in the model's pixel space, learn visual words with k-means.
 
-The pieces: :mod:`vwt.stream` (this process's chunks of the stream, decoded by worker processes in
-order), :mod:`vwt.decode` (a chunk to patches, the same in every process), :mod:`vwt.checkpoint`
-(the streaming k-means and its resumable state) and :mod:`vwt.distributed` (``torchrun``).
+The pieces: :mod:`vwt.vocab.stream` (this process's chunks of the stream, decoded by worker processes in
+order), :mod:`vwt.vocab.decode` (a chunk to patches, the same in every process), :mod:`vwt.vocab.checkpoint`
+(the streaming k-means and its resumable state) and :mod:`vwt.vocab.distributed` (``torchrun``).
 """
 
 from __future__ import annotations
@@ -21,15 +21,28 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .version import __version__
-from .checkpoint import CheckpointError, KMeansStream, checkpoint_path, load_checkpoint, save_checkpoint
-from .config import VocabularyConfig
+from ..config import VocabularyConfig
+from ..io import atomic_directory, check_output
+from ..patches import check_patch_grid
+from ..preprocess import load_image_processor, preprocess_config
+from ..version import __version__
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .data import describe_source, is_dataset_id
 from .decode import ChunkJob, ChunkResult
-from .distributed import DistContext, agree, broadcast_array, close_distributed, gather_round, init_distributed
-from .io import atomic_directory, check_output
-from .patches import check_patch_grid
-from .preprocess import load_image_processor, preprocess_config
+from .distributed import (
+    DistContext,
+    agree,
+    broadcast_array,
+    close_distributed,
+    gather_round,
+    init_distributed,
+)
+from .kmeans import KMeansStream
 from .stream import iter_chunks, map_chunks
 from .vocabulary import VOCABULARY_CONTENTS, VisualVocabulary
 
@@ -157,11 +170,11 @@ def build_vocabulary(
     whatever ``num_workers`` is, and whether the build ran in one go or was interrupted and resumed.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank decodes its share of the stream and rank 0 runs
-    k-means on the gathered patches, in stream order (see :mod:`vwt.distributed`); rank 0 writes ``out``
+    k-means on the gathered patches, in stream order (see :mod:`vwt.vocab.distributed`); rank 0 writes ``out``
     and the checkpoints, and every rank returns the vocabulary.
 
     Args:
-        data: see :func:`vwt.data.iter_images` (``"sample"``, ``"imagenet"``, a folder, a datasets id, an iterable).
+        data: see :func:`vwt.vocab.data.iter_images` (``"sample"``, ``"imagenet"``, a folder, a datasets id, an iterable).
         k: number of words.
         split: datasets split.
         patch_size: the model's patch size.
@@ -178,7 +191,7 @@ def build_vocabulary(
         dataset_kwargs: passed to ``datasets.load_dataset``.
         num_workers: processes that decode and preprocess images (0: in this process). They are spawned,
             so a script that passes ``num_workers > 0`` must call this under ``if __name__ == "__main__":``.
-        checkpoint_every: save a checkpoint beside ``out`` (:func:`vwt.checkpoint.checkpoint_path`) every
+        checkpoint_every: save a checkpoint beside ``out`` (:func:`vwt.vocab.checkpoint.checkpoint_path`) every
             this many images; SIGINT/SIGTERM also save one (whenever ``out`` is given) before raising
             :class:`KeyboardInterrupt`. The checkpoint is deleted once ``out`` is written.
         resume: continue from the checkpoint beside ``out`` (a fresh start if there is none); the result is

@@ -1,43 +1,20 @@
-"""Resumable builds: the streaming k-means and its checkpoint file (safetensors arrays + JSON state, no pickle).
-
-A checkpoint is one ``safetensors`` file written atomically beside the output directory
-(``<out>.checkpoint.safetensors``): the arrays (centroids, counts, the random generator's key, the
-patches waiting for the next ``partial_fit``) are its tensors and everything else (the build's settings,
-the stream position, the counts, the k-means scalars) is JSON in its metadata, under ``"vwt_checkpoint"``::
-
-    from safetensors import safe_open
-    json.loads(safe_open(path, "np").metadata()["vwt_checkpoint"])
-"""
+"""The streaming k-means of a vocabulary build: ``MiniBatchKMeans.partial_fit`` over patch arrays, resumable."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CHECKPOINT_SUFFIX", "CheckpointError", "KMeansStream", "checkpoint_path", "save_checkpoint", "load_checkpoint"]
+from .checkpoint import CheckpointError
 
-CHECKPOINT_SUFFIX = ".checkpoint.safetensors"
-_KEY = "vwt_checkpoint"
-_FORMAT = 1
+__all__ = ["KMeansStream"]
+
 # MiniBatchKMeans attributes that partial_fit reads on its next call (scikit-learn 1.4 - 1.9), besides the arrays.
 _SCALARS = ("n_steps_", "_n_since_last_reassign", "_batch_size", "_init_size", "_tol", "_n_init",
             "n_features_in_", "_n_features_out")
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that is unreadable or belongs to a different build."""
-
-
-def checkpoint_path(out: str | os.PathLike) -> Path:
-    """Where the checkpoint of a build writing ``out`` lives: beside it, ``<out>.checkpoint.safetensors``."""
-    out = Path(out)
-    return out.with_name(out.name + CHECKPOINT_SUFFIX)
 
 
 def _new_kmeans(k: int, batch_size: int, seed: int, init: np.ndarray) -> Any:
@@ -129,36 +106,3 @@ class KMeansStream:
         km._random_state.set_state((rng["name"], arrays["random_state_keys"].astype(np.uint32), rng["pos"],
                                     rng["has_gauss"], rng["cached_gaussian"]))
         self.kmeans = km
-
-
-def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
-    """Write the checkpoint atomically (a temporary file beside it, then a rename)."""
-    from safetensors.numpy import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        metadata = {_KEY: json.dumps({"format": _FORMAT, **state}, sort_keys=True)}
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """``(arrays, state)`` of a checkpoint written by :func:`save_checkpoint`."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), "np") as f:
-            metadata = f.metadata() or {}
-            arrays = {name: f.get_tensor(name) for name in f.keys()}
-        state = json.loads(metadata[_KEY])
-    except (SafetensorError, OSError, KeyError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a vwt build checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or state.get("format") != _FORMAT:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {state.get('format') if isinstance(state, dict) else state!r}")
-    return arrays, state

@@ -1,0 +1,55 @@
+"""Every method on one call shape: ``load(name, **options).bind(model)(pixel_values) -> MethodResult``.
+
+- :mod:`.registry`: :func:`load` and the method names; :mod:`.result`: :class:`MethodResult`;
+- the baselines: :mod:`.tome` (Token Merging), :mod:`.dynamicvit` (learned pruning), :mod:`.quantize` (int8);
+- :mod:`.hybrids`: visual words at the input, ToMe in the layers (``vwt+tome``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .dynamicvit import DynamicViT, DynamicViTConfig, TokenPredictor
+    from .hybrids import bind_vwt_tome
+    from .quantize import quantize_int8
+    from .registry import METHODS, Method, Runner, load, visual_word_tokenizer
+    from .result import MethodResult
+    from .tome import (
+        ToMe,
+        ToMeConfig,
+        bipartite_soft_matching,
+        merge_source,
+        merge_wavg,
+        proportional_attention,
+        schedule_r,
+        token_counts,
+    )
+
+_LAZY = {
+    "DynamicViT": ".dynamicvit",
+    "DynamicViTConfig": ".dynamicvit",
+    "METHODS": ".registry",
+    "Method": ".registry",
+    "MethodResult": ".result",
+    "Runner": ".registry",
+    "ToMe": ".tome",
+    "ToMeConfig": ".tome",
+    "TokenPredictor": ".dynamicvit",
+    "bind_vwt_tome": ".hybrids",
+    "bipartite_soft_matching": ".tome",
+    "load": ".registry",
+    "merge_source": ".tome",
+    "merge_wavg": ".tome",
+    "proportional_attention": ".tome",
+    "quantize_int8": ".quantize",
+    "schedule_r": ".tome",
+    "token_counts": ".tome",
+    "visual_word_tokenizer": ".registry",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -1,0 +1,25 @@
+"""The online stage, model-agnostic: images to tokens (``patch_to_token``, ``attention_mask``).
+
+- :mod:`.tokenizer`: :class:`VisualWordTokenizer` (inter-image) and :class:`IntraImageTokenizer`;
+- :mod:`.matching`: patches to words, words to groups, padding (pure tensor functions);
+- :mod:`.spatial`: connected groups.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .tokenizer import IntraImageTokenizer, TokenizerConfig, VisualWordTokenizer
+
+_LAZY = {
+    "IntraImageTokenizer": ".tokenizer",
+    "TokenizerConfig": ".tokenizer",
+    "VisualWordTokenizer": ".tokenizer",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -1,0 +1,317 @@
+"""Online tokenizers: images in, ``patch_to_token`` out, like a text tokenizer (no model weights needed).
+
+Both return a :class:`transformers.BatchFeature` with
+
+- ``pixel_values`` ``[B, C, H, W]``: the preprocessed images;
+- ``patch_to_token`` ``[B, N]`` int64: the token each patch lands in, -1 if dropped;
+- ``attention_mask`` ``[B, 1 + T]`` int64: CLS plus each image's tokens are 1, padding 0;
+- ``num_tokens`` ``[B]`` int64: tokens per image, CLS excluded;
+- ``token_sizes`` ``[B, T]`` int64: patches per token (1 for a kept patch, 0 for padding), for
+  size-aware attention;
+- ``word_ids`` ``[B, T]`` int64 (visual words only): the word of each token, -1 for a patch that
+  matched no word and for padding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelHubMixin
+from huggingface_hub.errors import EntryNotFoundError
+from transformers import BatchFeature
+
+from ..config import ConfigError, PreprocessConfig, TokenizerConfig, dataclass_from_dict
+from ..io import BadFileError, read_json
+from ..patches import patch_variance, patchify
+from ..preprocess import (
+    default_image_processor,
+    image_processor_from_config,
+    preprocess_config,
+    preprocess_images,
+)
+from ..validate import check_pixel_values
+from ..vocab.card import vocabulary_card
+from ..vocab.vocabulary import (
+    VisualVocabulary,
+    VocabularyLoadError,
+    hub_arguments,
+    resolve_file,
+)
+from .matching import (
+    group_tokens,
+    keep_top_variance,
+    match_words,
+    match_words_budget,
+    token_attention_mask,
+    token_sizes,
+)
+from .spatial import split_connected
+
+__all__ = ["VisualWordTokenizer", "IntraImageTokenizer", "TokenizerConfig", "TOKENIZER_CONFIG_FILE"]
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+
+
+class _PatchTokenizer:
+    """Shared input handling: images or pixel values to checked ``[B, C, H, W]`` and patches."""
+
+    patch_size: int
+    num_channels: int
+    preprocess: PreprocessConfig
+    image_processor: Any
+    # Where tokenization runs and its output lives; None: wherever the pixel values are.
+    device: torch.device | None = None
+
+    def _check_processor(self, image_processor: Any | None) -> Any:
+        if image_processor is None:
+            return image_processor_from_config(self.preprocess)
+        given = preprocess_config(image_processor)
+        if not given.same_normalization(self.preprocess):
+            raise ValueError(
+                f"the image processor normalizes with mean {list(given.image_mean)} / std {list(given.image_std)}, "
+                f"but the patches were taken with mean {list(self.preprocess.image_mean)} / std "
+                f"{list(self.preprocess.image_std)}: use a vocabulary built with this model's processor "
+                "(vwt-build-vocab --image-processor ...)"
+            )
+        return image_processor
+
+    def _pixel_values(self, images: Any, pixel_values: torch.Tensor | None) -> torch.Tensor:
+        if (images is None) == (pixel_values is None):
+            raise ValueError("pass exactly one of images or pixel_values")
+        if isinstance(images, torch.Tensor) and (images.ndim == 4 or images.is_floating_point()):
+            raise TypeError("images looks like preprocessed pixel values: pass them as pixel_values=...")
+        if pixel_values is None:
+            if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+                images = [images]
+            if len(images) == 0:
+                raise ValueError("empty batch: no images to tokenize")
+            pixel_values = preprocess_images(list(images), self.image_processor)
+        if not isinstance(pixel_values, torch.Tensor):
+            try:
+                pixel_values = torch.as_tensor(pixel_values)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise TypeError(f"pixel_values must be a tensor or an array of numbers ({err})") from None
+        if pixel_values.ndim == 3:
+            pixel_values = pixel_values.unsqueeze(0)
+        if pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
+            raise ValueError(f"pixel_values must be a non-empty [B, C, H, W] batch, got {tuple(pixel_values.shape)}")
+        if pixel_values.shape[1] != self.num_channels:
+            raise ValueError(
+                f"pixel_values have {pixel_values.shape[1]} channels, the tokenizer expects {self.num_channels}"
+            )
+        if self.device is not None:
+            pixel_values = pixel_values.to(self.device)
+        check_pixel_values(pixel_values)
+        return pixel_values.float()  # tokenization is float32 whatever the model's precision
+
+    def _batch(self, pixel_values: torch.Tensor, patch_to_token: torch.Tensor, num_tokens: torch.Tensor,
+               return_tensors: str | None, **extra: torch.Tensor) -> BatchFeature:
+        length = int(num_tokens.max())
+        data = {
+            "pixel_values": pixel_values,
+            "patch_to_token": patch_to_token,
+            "attention_mask": token_attention_mask(num_tokens, length),
+            "num_tokens": num_tokens,
+            "token_sizes": token_sizes(patch_to_token, length),
+            **extra,
+        }
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+class VisualWordTokenizer(
+    _PatchTokenizer,
+    ModelHubMixin,
+    library_name="vwt",
+    tags=["vision", "visual-words", "token-reduction"],
+    license="apache-2.0",
+):
+    """Merge patches that match the same visual word into one token.
+
+    Each patch goes to its nearest word by cosine distance; patches sharing a word form one token
+    (the encoder averages their embeddings, position encodings included). Which patches merge is
+    decided by one of:
+
+    - ``threshold`` (the paper): a patch whose distance is ``> threshold`` stays a token of its own.
+      Images keep different numbers of tokens.
+    - a token budget, ``max_tokens=N`` or ``keep=`` a fraction of the N patches: every image gets
+      exactly that many tokens (static shapes, no padding). Patches join their own nearest word's
+      group closest first until the budget is reached (ties: earlier patch in raster order); the
+      rest stay single. The threshold is not used: stopping at the budget merges only the closest
+      patches, which any threshold loose enough to reach the budget would merge too, and an image
+      that a threshold would leave above the budget has to merge past it to keep the static
+      length. An image with more distinct words than the budget (every patch joined its word and
+      there are still too many tokens) keeps its largest word groups and each patch of another
+      word joins the kept word nearest to it (:func:`vwt.tokenize.matching.fold_surplus_words`).
+
+    Load with ``VisualWordTokenizer.from_pretrained(vocab_dir_or_hub_id, threshold=0.1)`` or
+    ``(..., max_tokens=128)``.
+
+    Args:
+        vocabulary: the visual words.
+        threshold: cosine-distance threshold; ``-1`` merges nothing, ``2`` merges every patch with its
+            word (default 0.1 where no budget is given).
+        image_processor: the model's processor, to preprocess PIL images (default: the one recorded in
+            the vocabulary); its normalization must match the vocabulary's.
+        max_tokens: tokens per image, ``1 <= max_tokens <= N`` (checked against N per call).
+        keep: tokens per image as a fraction in ``(0, 1]`` of the patches (``round(keep * N)``, at least 1).
+        connected: merge only patches of a word that touch (4-connected): each word's patches split into
+            contiguous pieces (:func:`vwt.tokenize.spatial.split_connected`), so a merged token is one region.
+            With a threshold only.
+        device: where tokenization runs and its batch lives (e.g. ``"cuda"``, the model's device): the
+            words move there once, pixel values on each call. Default: wherever the pixel values are.
+    """
+
+    def __init__(self, vocabulary: VisualVocabulary, threshold: float | None = None, image_processor: Any | None = None,
+                 *, max_tokens: int | None = None, keep: float | None = None, connected: bool = False,
+                 device: str | torch.device | None = None):
+        if not isinstance(vocabulary, VisualVocabulary):
+            raise TypeError(f"vocabulary must be a VisualVocabulary, got {type(vocabulary).__name__}")
+        if threshold is None and max_tokens is None and keep is None:
+            threshold = TokenizerConfig.threshold
+        self.vocabulary = vocabulary
+        self.config = TokenizerConfig(threshold=None if threshold is None else float(threshold),
+                                      max_tokens=max_tokens, keep=None if keep is None else float(keep),
+                                      connected=bool(connected))
+        self.device = None if device is None else torch.device(device)
+        self._unit_words = torch.nn.functional.normalize(vocabulary.centroids.to(self.device), dim=-1)  # once
+        self.patch_size = vocabulary.config.patch_size
+        self.num_channels = vocabulary.config.num_channels
+        self.preprocess = vocabulary.config.preprocess
+        self.image_processor = self._check_processor(image_processor)
+
+    @property
+    def threshold(self) -> float | None:
+        """The cosine-distance threshold, None with a token budget."""
+        return self.config.threshold
+
+    def __repr__(self) -> str:
+        c = self.config
+        knob = f"threshold={c.threshold}" if c.threshold is not None else (
+            f"max_tokens={c.max_tokens}" if c.max_tokens is not None else f"keep={c.keep}")
+        knob += ", connected=True" if c.connected else ""
+        return f"VisualWordTokenizer(k={self.vocabulary.config.k}, patch_size={self.patch_size}, {knob})"
+
+    def __call__(
+        self, images: Any = None, *, pixel_values: torch.Tensor | None = None, return_tensors: str | None = "pt"
+    ) -> BatchFeature:
+        """Tokenize a batch of images (PIL, arrays) or of preprocessed ``pixel_values`` ``[B, C, H, W]``."""
+        pixel_values = self._pixel_values(images, pixel_values)
+        words = self._unit_words.to(pixel_values.device)  # a no-op where device= put them there already
+        patches = patchify(pixel_values, self.patch_size)
+        budget = self.config.budget(patches.shape[1])
+        if budget is None:
+            word_ids = match_words(patches, words, self.threshold, unit_words=True)  # [B, N]
+        else:
+            word_ids = match_words_budget(patches, words, budget, unit_words=True)
+        if self.config.connected:
+            grid = (pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size)
+            patch_to_token, num_tokens = group_tokens(split_connected(word_ids, grid), patches.shape[1])
+        else:
+            patch_to_token, num_tokens = group_tokens(word_ids, len(words))
+        token_words = torch.full((len(word_ids), int(num_tokens.max())), -1, dtype=torch.long, device=word_ids.device)
+        token_words.scatter_(1, patch_to_token, word_ids)  # all patches of a token share its word
+        return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors, word_ids=token_words)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> VisualWordTokenizer:
+        """Load from a vocabulary or tokenizer directory or hub repo id.
+
+        ``threshold=``, ``max_tokens=`` or ``keep=`` replace the saved settings as a whole (so a saved
+        threshold gives way to a budget given here, and the other way round).
+        """
+        return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        self.vocabulary._save_pretrained(save_directory)  # the words; the card (README.md) is the tokenizer's
+        text = json.dumps(asdict(self.config), indent=2, sort_keys=True)
+        (save_directory / TOKENIZER_CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
+        """The vocabulary's card, plus this tokenizer's threshold (also added to the token-count table) or budget."""
+        card_data = self._hub_mixin_info.model_card_data
+        c = self.config
+        if c.threshold is None:
+            budget = f"`max_tokens={c.max_tokens}`" if c.max_tokens is not None else f"`keep={c.keep}`"
+            kwargs = {"Token budget": f"{budget} (`tokenizer_config.json`): every image gets exactly this many "
+                                      "tokens, the patches closest to their word merged first.", **kwargs}
+        return vocabulary_card(self.vocabulary, card_data, threshold=c.threshold, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, threshold: float | None = None, max_tokens: int | None = None,
+                         keep: float | None = None, image_processor: Any | None = None, connected: bool | None = None,
+                         device: str | torch.device | None = None, **hub_kwargs: Any) -> VisualWordTokenizer:
+        hub_kwargs.pop("config", None)
+        vocabulary = VisualVocabulary.from_pretrained(model_id, **hub_kwargs)  # never the mixin's loader
+        hub_kwargs = hub_arguments(**hub_kwargs)
+        if threshold is None and max_tokens is None and keep is None:
+            try:
+                path = resolve_file(model_id, TOKENIZER_CONFIG_FILE, **hub_kwargs)
+            except (FileNotFoundError, EntryNotFoundError):  # a plain vocabulary: the default threshold
+                path = None
+            if path is not None:
+                try:
+                    saved = dataclass_from_dict(TokenizerConfig, read_json(path), str(path))
+                except (BadFileError, ConfigError) as err:
+                    raise VocabularyLoadError(str(err)) from err
+                threshold, max_tokens, keep = saved.threshold, saved.max_tokens, saved.keep
+                connected = saved.connected if connected is None else connected
+        return cls(vocabulary, threshold=threshold, image_processor=image_processor, max_tokens=max_tokens, keep=keep,
+                   connected=bool(connected), device=device)
+
+
+class IntraImageTokenizer(_PatchTokenizer):
+    """Keep the most heterogeneous patches of each image (highest pixel variance), drop the rest.
+
+    Args:
+        keep: patches kept per image, an int, or a fraction in ``(0, 1]`` of the patches.
+        patch_size: the model's patch size.
+        image_processor: the model's processor for PIL images (default: CLIP ViT-B/16's).
+        num_channels: image channels.
+        device: where tokenization runs and its batch lives; default: wherever the pixel values are.
+    """
+
+    def __init__(self, keep: int | float = 0.5, patch_size: int = 16, image_processor: Any | None = None,
+                 num_channels: int = 3, device: str | torch.device | None = None):
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)):
+            raise TypeError(f"keep must be an int or a float, got {type(keep).__name__}")
+        if isinstance(keep, float) and not 0.0 < keep <= 1.0:
+            raise ValueError(f"a fractional keep must be in (0, 1], got {keep}")
+        if isinstance(keep, int) and keep < 1:
+            raise ValueError(f"keep must be at least 1 patch, got {keep}")
+        self.keep = keep
+        self.device = None if device is None else torch.device(device)
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.image_processor = image_processor if image_processor is not None else default_image_processor()
+        self.preprocess = preprocess_config(self.image_processor)
+
+    def __repr__(self) -> str:
+        return f"IntraImageTokenizer(keep={self.keep}, patch_size={self.patch_size})"
+
+    def num_kept(self, num_patches: int) -> int:
+        """Patches kept out of ``num_patches``."""
+        if isinstance(self.keep, float):
+            return max(1, min(num_patches, round(self.keep * num_patches)))
+        if self.keep > num_patches:
+            raise ValueError(f"keep={self.keep} is more than the {num_patches} patches of an image")
+        return self.keep
+
+    def __call__(
+        self, images: Any = None, *, pixel_values: torch.Tensor | None = None, return_tensors: str | None = "pt"
+    ) -> BatchFeature:
+        """Tokenize a batch of images (PIL, arrays) or of preprocessed ``pixel_values`` ``[B, C, H, W]``."""
+        pixel_values = self._pixel_values(images, pixel_values)
+        variance = patch_variance(patchify(pixel_values, self.patch_size))  # [B, N]
+        keep = self.num_kept(variance.shape[1])
+        patch_to_token = keep_top_variance(variance, keep)
+        num_tokens = torch.full((len(variance),), keep, dtype=torch.long, device=variance.device)
+        return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors)
