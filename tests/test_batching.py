@@ -46,3 +46,15 @@ def test_processed_length_is_the_padded_compute_of_each_batching_mode():
     assert processed_length(lengths[:1], "pack", capacity=10) == 10
     with pytest.raises(ValueError, match="batching must be one of"):
         processed_length(lengths, "stack", capacity=10)
+
+
+def test_the_tokenizer_mask_column_stands_for_every_prefix_token_of_the_model():
+    from vwt.encoders.masks import sequence_mask, with_prefix_sizes
+
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])  # [B, 1 + T]
+    assert torch.equal(sequence_mask(mask, 1), mask)
+    assert torch.equal(sequence_mask(mask, 0), mask[:, 1:])
+    assert torch.equal(sequence_mask(mask, 3), torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]]))
+    sizes = torch.tensor([[2, 1, 0], [4, 0, 0]])
+    assert torch.equal(with_prefix_sizes(sizes, 0), sizes)
+    assert torch.equal(with_prefix_sizes(sizes, 2), torch.tensor([[1, 1, 2, 1, 0], [1, 1, 4, 0, 0]]))

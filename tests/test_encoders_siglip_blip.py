@@ -209,7 +209,7 @@ def test_a_padded_batch_gives_each_image_its_own_outputs(request, name, padded_b
     model = request.getfixturevalue(name)
     with torch.no_grad():
         batched = VisualWordModel(model)(padded_batch)
-        prefix = int(adapter_for(model).has_cls)
+        prefix = adapter_for(model).num_prefix_tokens
         for i, n in enumerate(padded_batch["num_tokens"].tolist()):
             alone = VisualWordModel(model)(_alone(padded_batch, i))
             assert alone.last_hidden_state.shape[1] == prefix + n

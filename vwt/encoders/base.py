@@ -58,8 +58,14 @@ class EncoderAdapter(ABC):
 
     #: The Hugging Face model classes this adapter handles (subclasses included).
     model_classes: ClassVar[tuple[type[nn.Module], ...]] = ()
-    #: Whether the sequence starts with a CLS token that is never merged.
-    has_cls: ClassVar[bool] = True
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Leading tokens that are never merged and stay first (CLS, registers, a distillation token): P.
+
+        1 (CLS) unless a family says otherwise; 0 for a model without CLS (SigLIP).
+        """
+        return 1
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -97,7 +103,7 @@ class EncoderAdapter(ABC):
 
     @abstractmethod
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        """Patch embeddings with position encodings added, CLS first: ``[B, has_cls + N, D]``."""
+        """Patch embeddings with position encodings added, prefix tokens first: ``[B, P + N, D]``."""
 
     def linear_patch_embedding(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
                                ) -> LinearPatchEmbedding | None:

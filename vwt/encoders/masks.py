@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["attention_bias", "padding_allowed", "segment_allowed", "with_cls_size", "is_plain"]
+__all__ = ["attention_bias", "padding_allowed", "segment_allowed", "sequence_mask", "with_prefix_sizes", "is_plain"]
 
 
 def attention_bias(allowed: torch.Tensor, key_sizes: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
@@ -48,11 +48,23 @@ def segment_allowed(segment: torch.Tensor) -> torch.Tensor:
     return segment.unsqueeze(2) == segment.unsqueeze(1)
 
 
-def with_cls_size(token_sizes: torch.Tensor, has_cls: bool) -> torch.Tensor:
-    """Sizes of the whole sequence: ``[B, T]`` token sizes -> ``[B, has_cls + T]`` with CLS of size 1."""
-    if not has_cls:
+def with_prefix_sizes(token_sizes: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    """Sizes of the whole sequence: ``[B, T]`` token sizes -> ``[B, P + T]``, each prefix token of size 1."""
+    if not num_prefix:
         return token_sizes
-    return torch.cat([torch.ones_like(token_sizes[:, :1]), token_sizes], dim=1)
+    return torch.cat([torch.ones_like(token_sizes[:, :1]).expand(-1, num_prefix), token_sizes], dim=1)
+
+
+def sequence_mask(attention_mask: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    """The model's padding mask from a tokenizer's: ``[B, 1 + T]`` -> ``[B, P + T]``.
+
+    A tokenizer is model-agnostic: its first column stands for the model's prefix tokens, however many
+    (P = 0 for SigLIP, 1 for CLS, 1 + registers for timm models with register tokens).
+    """
+    if num_prefix == 1:
+        return attention_mask
+    prefix = torch.ones_like(attention_mask[:, :1]).expand(-1, num_prefix)
+    return torch.cat([prefix, attention_mask[:, 1:]], dim=1)
 
 
 def is_plain(mask: torch.Tensor, sizes: torch.Tensor) -> bool:

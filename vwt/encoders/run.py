@@ -25,7 +25,8 @@ from .masks import (
     is_plain,
     padding_allowed,
     segment_allowed,
-    with_cls_size,
+    sequence_mask,
+    with_prefix_sizes,
 )
 from .merge import merge_tokens
 
@@ -76,19 +77,19 @@ def check_batch(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_to
 
 def embed_tokens(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_token: torch.Tensor,
                  num_tokens: int, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-    """Patch embeddings plus positions, scatter-meaned into tokens, CLS first.
+    """Patch embeddings plus positions, scatter-meaned into tokens, prefix tokens (CLS, registers) first.
 
     The batch is taken as valid: :func:`check_batch` is the caller's (``VisualWordModel.embed`` runs it
     once per forward).
 
     Returns:
-        ``[B, has_cls + T, D]``.
+        ``[B, P + T, D]``, P = ``adapter.num_prefix_tokens``.
     """
     linear = adapter.linear_patch_embedding(pixel_values, interpolate_pos_encoding)
     if linear is not None:  # merge pixel patches first, project T patches instead of N (vwt/encoders/linear.py)
         return merged_linear_embedding(linear, pixel_values, patch_to_token.to(pixel_values.device), num_tokens)
     embeddings = adapter.embed(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-    prefix = int(adapter.has_cls)
+    prefix = adapter.num_prefix_tokens
     tokens = merge_tokens(embeddings[:, prefix:], patch_to_token.to(embeddings.device), num_tokens)
     return torch.cat([embeddings[:, :prefix], tokens], dim=1)
 
@@ -105,9 +106,9 @@ def run_layers(layers: Sequence[Callable[..., torch.Tensor]], hidden: torch.Tens
 class TokenSequence:
     """A tokenized batch embedded for the layers: what :meth:`VisualWordModel.embed` returns."""
 
-    hidden: torch.Tensor  # [B, S, D] merged tokens, CLS first, after the model's pre-layer norm
+    hidden: torch.Tensor  # [B, S, D] merged tokens, prefix tokens first, after the model's pre-layer norm
     mask: torch.Tensor  # [B, S] 1 real, 0 padding
-    sizes: torch.Tensor | None  # [B, S] patches per token (CLS 1, padding 0); None without proportional attention
+    sizes: torch.Tensor | None  # [B, S] patches per token (prefix 1, padding 0); None without proportional attention
     num_patches: int  # N, patches per image before merging
 
 
@@ -131,8 +132,9 @@ class VisualWordModel(nn.Module):
     averaged into tokens by ``patch_to_token``, CLS kept first, then the model's own layers and
     norms run with an attention mask. Returns the model's usual output type
     (``last_hidden_state``/``pooler_output``, CLIP ``image_embeds`` and logits, ViT classification
-    ``logits``, ...). Rows of ``last_hidden_state`` where ``attention_mask`` is 0 are padding (for
-    SigLIP, which has no CLS, the rows line up with ``attention_mask[:, 1:]``).
+    ``logits``, ...). The sequence is the model's P prefix tokens (CLS; registers and a distillation
+    token in timm models; none in SigLIP), then the tokens: row ``P + t`` of ``last_hidden_state`` is
+    token ``t``, padding where ``attention_mask[:, 1 + t]`` is 0.
 
     Size-aware attention (``proportional_attention=True``, the default): a token that stands for
     ``s`` patches gets ``log(s)`` added to the attention logits wherever it is a key, in every layer
@@ -209,7 +211,7 @@ class VisualWordModel(nn.Module):
     def _packed_layers(self, hidden: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None,
                        num_patches: int) -> torch.Tensor:
         lengths = mask.sum(1)
-        plan = plan_packing(lengths, self.pack_capacity or int(self.adapter.has_cls) + num_patches)
+        plan = plan_packing(lengths, self.pack_capacity or self.adapter.num_prefix_tokens + num_patches)
         packed, segment = pack(hidden, lengths, plan)
         if sizes is None:  # the paper's method
             mask_4d = create_bidirectional_mask(config=self.adapter.vision_config, inputs_embeds=packed,
@@ -261,13 +263,13 @@ class VisualWordModel(nn.Module):
         attention_mask = attention_mask.to(device)
         num_tokens = attention_mask.shape[1] - 1
         hidden = embed_tokens(self.adapter, pixel_values, patch_to_token, num_tokens, interpolate_pos_encoding)
-        mask = attention_mask if self.adapter.has_cls else attention_mask[:, 1:]
+        mask = sequence_mask(attention_mask, self.adapter.num_prefix_tokens)
         sizes = None
         if self._size_exponent:
             sizes = count_token_sizes(patch_to_token, num_tokens) if token_sizes is None else token_sizes.to(device)
             if self._size_exponent != 1.0:  # counts as size ** a patches: a * log(size) on the logits
                 sizes = sizes.to(torch.float32) ** self._size_exponent
-            sizes = with_cls_size(sizes, self.adapter.has_cls)
+            sizes = with_prefix_sizes(sizes, self.adapter.num_prefix_tokens)
         return TokenSequence(self.adapter.before_layers(hidden), mask, sizes, num_patches)
 
     def forward(self, pixel_values: Any = None, patch_to_token: torch.Tensor | None = None,

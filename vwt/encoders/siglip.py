@@ -61,7 +61,7 @@ class SiglipAdapter(EncoderAdapter):
     """``embeddings`` -> ``encoder.layers`` -> ``post_layernorm`` (-> masked attention-pooling ``head``)."""
 
     model_classes = (SiglipVisionModel, SiglipModel, SiglipForImageClassification)
-    has_cls = False
+    num_prefix_tokens = 0
 
     @property
     def vision(self) -> nn.Module:

@@ -197,8 +197,8 @@ class DynamicViT:
 
     @property
     def prefix(self) -> int:
-        """Number of leading tokens that are never pruned (CLS)."""
-        return int(self.adapter.has_cls)
+        """Number of leading tokens that are never pruned (CLS, registers)."""
+        return self.adapter.num_prefix_tokens
 
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Embeddings (positions added, CLS first) after the model's pre-layer step: ``[B, S, D]``."""

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..encoders import VisualWordModel, adapter_for
 from ..encoders.batching import processed_length
-from ..encoders.masks import with_cls_size
+from ..encoders.masks import with_prefix_sizes
 from ..validate import check_pixel_values
 from .result import MethodResult
 
@@ -49,7 +49,7 @@ class Runner:
 def _full_length(model: nn.Module, pixel_values: torch.Tensor) -> int:
     adapter = adapter_for(model)
     h, w = pixel_values.shape[-2:]
-    return int(adapter.has_cls) + (h // adapter.patch_size) * (w // adapter.patch_size)
+    return adapter.num_prefix_tokens + (h // adapter.patch_size) * (w // adapter.patch_size)
 
 
 def _num_layers(model: nn.Module) -> int:
@@ -82,7 +82,7 @@ _NEEDS_TEXT = {"CLIPModel", "SiglipModel", "BlipForConditionalGeneration"}
 def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
                     proportional_attention: bool | float) -> Callable[[torch.Tensor], MethodResult]:
     wrapped = VisualWordModel(model, batching=batching, proportional_attention=proportional_attention)
-    prefix = int(wrapped.adapter.has_cls)
+    prefix = wrapped.adapter.num_prefix_tokens
 
     def run(pixel_values: torch.Tensor) -> MethodResult:
         batch = tokenizer(pixel_values=pixel_values)
@@ -91,7 +91,7 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
         length = processed_length(lengths, batching, capacity=wrapped.pack_capacity or _full_length(model, pixel_values),
                                   num_buckets=wrapped.num_buckets)
         return MethodResult(outputs, (length,) * _num_layers(model), lengths,
-                            token_sizes=with_cls_size(batch["token_sizes"], bool(prefix)))
+                            token_sizes=with_prefix_sizes(batch["token_sizes"], prefix))
 
     return run
 

@@ -268,7 +268,7 @@ class ToMe:
 
     @property
     def protect_cls(self) -> bool:
-        return self.config.protect_cls and self.adapter.has_cls
+        return self.config.protect_cls and self.adapter.num_prefix_tokens > 0
 
     def _check_total(self, num_patches: int) -> None:
         if sum(self.r_per_layer) >= num_patches:
@@ -319,7 +319,7 @@ class ToMe:
         x = self.adapter.before_layers(self.adapter.embed(pixel_values, interpolate_pos_encoding))
         source = torch.eye(x.shape[1], device=device, dtype=x.dtype).expand(b, -1, -1) if self.trace_source else None
         x, size, source, counts = self.run_layers(x, None, source)
-        prefix = int(self.adapter.has_cls)
+        prefix = self.adapter.num_prefix_tokens
         mask = torch.ones(b, x.shape[1], dtype=torch.long, device=device)
         return MethodResult(
             outputs=self.adapter.outputs(x, mask, **kwargs),
