@@ -1,4 +1,4 @@
-"""What the adversarial pass over the public entry points found, each now a clear error (README: Reliability)."""
+"""What the adversarial pass over the public entry points found, each now a clear error (docs/reliability.md)."""
 
 import pytest
 import torch

@@ -4,7 +4,7 @@ A word can stand for patches all over an image (sky at the top, a shirt of the s
 bottom). Averaging them puts one token at the mean of far-apart positions. Splitting each word's
 patches into 4-connected components keeps every merged token a contiguous region, whose mean position
 is inside it; on the real DINOv2 ViT-S/14 this is what brings VWT to ToMe's fidelity (see the
-README's frontier).
+frontier in docs/benchmarks.md).
 """
 
 from __future__ import annotations
