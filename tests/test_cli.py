@@ -62,7 +62,7 @@ def test_console_script_help_documents_every_flag():
 
 # The heavy libraries are what make an import slow (torch, transformers, sklearn: seconds); asserting
 # that they are not imported is the machine-independent form of "import vwt and --help are instant".
-_HEAVY = ("torch", "transformers", "sklearn", "datasets", "matplotlib")
+_HEAVY = ("torch", "transformers", "sklearn", "datasets", "matplotlib", "torchvision", "timm", "open_clip")
 _NOT_LOADED = f"import sys; loaded = [m for m in {_HEAVY!r} if m in sys.modules]; assert not loaded, loaded"
 
 

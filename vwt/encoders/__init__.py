@@ -1,6 +1,6 @@
 """One small adapter per model family; importing this package registers them all."""
 
-from . import blip, clip, dinov2, siglip, vit  # noqa: F401  (registration)
+from . import blip, clip, dinov2, open_clip, siglip, timm, vit  # noqa: F401  (registration; timm, open_clip: lazily)
 from .base import (
     EncoderAdapter,
     LayerParts,

@@ -58,6 +58,8 @@ class EncoderAdapter(ABC):
 
     #: The Hugging Face model classes this adapter handles (subclasses included).
     model_classes: ClassVar[tuple[type[nn.Module], ...]] = ()
+    #: Names of the classes handled without importing their library (timm, open_clip), for the listing.
+    described_models: ClassVar[tuple[str, ...]] = ()
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -72,6 +74,7 @@ class EncoderAdapter(ABC):
 
     @classmethod
     def handles(cls, model: nn.Module) -> bool:
+        """Whether this adapter drives ``model``."""
         return isinstance(model, cls.model_classes)
 
     @property
@@ -143,8 +146,9 @@ def register_adapter(cls: type[EncoderAdapter]) -> type[EncoderAdapter]:
 
 
 def supported_models() -> list[str]:
-    """Names of the supported Hugging Face model classes."""
-    return sorted(model_class.__name__ for cls in _ADAPTERS for model_class in cls.model_classes)
+    """Names of the supported model classes (Hugging Face, then timm and open_clip by their module path)."""
+    return sorted(model_class.__name__ for cls in _ADAPTERS for model_class in cls.model_classes) + sorted(
+        name for cls in _ADAPTERS for name in cls.described_models)
 
 
 def adapter_for(model: nn.Module) -> EncoderAdapter:

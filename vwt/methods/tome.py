@@ -7,8 +7,10 @@ merges ``r`` tokens by size-weighted average; then the MLP half of the layer. No
 swapped, copied or stored.
 
 Token order after a merge (deterministic): the unmerged tokens of set A (even positions) in their
-previous order, then every token of set B (odd positions) in its previous order. A protected CLS is
-in A and never merged, so it stays first.
+previous order, then every token of set B (odd positions) in its previous order. Protected prefix
+tokens (CLS; registers and a distillation token in timm models) are never merged and stay first in
+their order: a protected token in B is put back among them (as ToMe's timm patch does for DeiT's
+distillation token).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ Merge = Callable[..., torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------- pure math
-def bipartite_soft_matching(metric: torch.Tensor, r: int, protect_cls: bool = True,
+def bipartite_soft_matching(metric: torch.Tensor, r: int, protect_cls: bool | int = True,
                             valid: torch.Tensor | None = None) -> tuple[Merge, Merge]:
     """ToMe's matching: alternate tokens into A (even) and B (odd), merge the ``r`` most similar A→B edges.
 
@@ -51,7 +53,9 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, protect_cls: bool = Tr
     Args:
         metric: ``[B, N, C]`` similarity features (ToMe: attention keys averaged over heads).
         r: tokens to remove (the same for every image).
-        protect_cls: token 0 is a CLS token that is never merged (and stays first).
+        protect_cls: how many leading tokens are never merged and stay first, in order (``True``: 1, a
+            CLS token; 2 is ToMe's class + distillation token). A protected token in A is never a
+            source, one in B never a destination.
         valid: ``[B, N]`` bool, False for padding (a padded batch of merged tokens, size 0): no token
             merges into padding, and padding is merged (a no-op in a size-weighted merge) only after
             every real candidate.
@@ -70,8 +74,9 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, protect_cls: bool = Tr
         scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)  # [B, Na, Nb]
         if valid is not None:  # cosines are >= -1: padding ranks below every real edge, above CLS
             scores = scores.masked_fill(~valid[:, None, 1::2], -3.0).masked_fill(~valid[:, ::2, None], -2.0)
-        if protect_cls:
-            scores[:, 0, :] = -math.inf
+        if protected:
+            scores[:, : (protected + 1) // 2, :] = -math.inf  # protected tokens of A (even positions)
+            scores[:, :, : protected // 2] = -math.inf  # protected tokens of B (odd positions)
         node_max, node_idx = scores.max(dim=-1)  # [B, Na]
         edge_idx = node_max.argsort(dim=-1, descending=True, stable=True)[..., None]  # [B, Na, 1]
         unm_idx = edge_idx[:, r:].sort(dim=1).values  # [B, Na - r, 1], previous order kept
@@ -84,11 +89,21 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, protect_cls: bool = Tr
         unm = src.gather(dim=1, index=unm_idx.expand(b, na - r, c))
         src = src.gather(dim=1, index=src_idx.expand(b, r, c))
         dst = dst.scatter_reduce(1, dst_idx.expand(b, r, c), src, reduce=mode)
-        return torch.cat([unm, dst], dim=1)
+        if protected < 2:
+            return torch.cat([unm, dst], dim=1)
+        prefix = torch.stack([unm[:, : protected // 2], dst[:, : protected // 2]], dim=2).flatten(1, 2)
+        if protected % 2:
+            prefix = torch.cat([prefix, unm[:, protected // 2 : protected // 2 + 1]], dim=1)
+        return torch.cat([prefix, unm[:, (protected + 1) // 2 :], dst[:, protected // 2 :]], dim=1)
 
     def unmerge(y: torch.Tensor) -> torch.Tensor:
         num_unm = unm_idx.shape[1]
-        unm, dst = y[:, :num_unm], y[:, num_unm:]
+        if protected < 2:
+            unm, dst = y[:, :num_unm], y[:, num_unm:]
+        else:  # undo the prefix order of merge
+            split = protected + num_unm - (protected + 1) // 2
+            unm = torch.cat([y[:, :protected:2], y[:, protected:split]], dim=1)
+            dst = torch.cat([y[:, 1:protected:2], y[:, split:]], dim=1)
         b, _, c = y.shape
         out = y.new_zeros(b, n, c)
         out[:, 1::2] = dst
@@ -186,7 +201,7 @@ class ToMeConfig:
     inflect: float = -0.5
     #: Add log(size) of each key to the attention logits, so a merged token counts as its patches.
     proportional_attention: bool = True
-    #: Never merge the CLS token (ignored by models without one).
+    #: Never merge the prefix tokens: CLS, registers, a distillation token (ignored by models without any).
     protect_cls: bool = True
 
     def __post_init__(self) -> None:
@@ -209,7 +224,7 @@ class ToMeConfig:
 
 # ---------------------------------------------------------------------------------------- layer
 def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: torch.Tensor | None, r: int, *,
-               protect_cls: bool, proportional: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+               protect_cls: int, proportional: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One layer: attention -> merge ``r`` tokens -> MLP. ``x [B, N, D]``, ``size [B, N, 1]``, ``source [B, N, S0]``."""
     b, n, _ = x.shape
     h = parts.norm1(x)
@@ -267,8 +282,9 @@ class ToMe:
         return f"ToMe({type(self.model).__name__}, {self.config})"
 
     @property
-    def protect_cls(self) -> bool:
-        return self.config.protect_cls and self.adapter.num_prefix_tokens > 0
+    def protect_cls(self) -> int:
+        """How many leading tokens are never merged: the model's prefix tokens, or 0 with ``protect_cls=False``."""
+        return self.adapter.num_prefix_tokens if self.config.protect_cls else 0
 
     def _check_total(self, num_patches: int) -> None:
         if sum(self.r_per_layer) >= num_patches:
