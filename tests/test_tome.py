@@ -247,7 +247,7 @@ def test_siglip_has_no_cls_so_every_token_can_merge():
     (dict(r=[2, 2], schedule="decrease"), ValueError, "needs an int r"),
     (dict(r=2, schedule="cosine"), ValueError, "'constant' or 'decrease'"),
     (dict(r=2, schedule="decrease", inflect=0.5), ValueError, "inflect"),
-    (dict(r=1.5), TypeError, "int"),
+    (dict(r=1.5), ValueError, r"\[0, 0.5\)"),  # a float is a share of the tokens
     (dict(r=True), TypeError, "int"),
 ], ids=lambda value: str(value) if not isinstance(value, type) else value.__name__)
 def test_impossible_r_is_a_clear_error(options, error, match):

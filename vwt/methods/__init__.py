@@ -2,6 +2,7 @@
 
 - :mod:`.registry`: :func:`load` and the method names; :mod:`.result`: :class:`MethodResult`;
 - the baselines: :mod:`.tome` (Token Merging), :mod:`.dynamicvit` (learned pruning), :mod:`.quantize` (int8);
+- :mod:`.adaptive`: ToMe with a per-image merge count (a share of the tokens, or a similarity threshold);
 - :mod:`.hybrids`: visual words at the input, ToMe in the layers (``vwt+tome``).
 """
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from .adaptive import adaptive_soft_matching, fraction_counts
     from .dynamicvit import DynamicViT, DynamicViTConfig, TokenPredictor
     from .hybrids import bind_vwt_tome
     from .quantize import quantize_int8
@@ -38,8 +40,10 @@ _LAZY = {
     "ToMe": ".tome",
     "ToMeConfig": ".tome",
     "TokenPredictor": ".dynamicvit",
+    "adaptive_soft_matching": ".adaptive",
     "bind_vwt_tome": ".hybrids",
     "bipartite_soft_matching": ".tome",
+    "fraction_counts": ".adaptive",
     "load": ".registry",
     "merge_source": ".tome",
     "merge_wavg": ".tome",

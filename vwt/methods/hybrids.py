@@ -7,6 +7,10 @@ gives images different token counts) keeps its padding at size 0: invisible as a
 the logits), never a merge target. With ``r=0`` this is ``vwt``; with ``threshold=-1`` (nothing
 merged at the input) it is ``tome``.
 
+With a threshold at the input, use a fractional ``r`` (a share of each image's tokens, e.g. ``r=0.1``)
+or ``similarity=``: then every stage is adaptive, and an image the words already shrank loses only its
+share in each layer, where a fixed ``r`` would remove the same count from every image.
+
 Use it through :func:`vwt.methods.load`::
 
     runner = vwt.methods.load("vwt+tome", vocab="vocabularies/dinov2-p14-k1000", threshold=0.02,
@@ -30,15 +34,17 @@ __all__ = ["bind_vwt_tome"]
 
 def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | None = None,
                   max_tokens: int | None = None, keep: float | None = None, connected: bool | None = None,
-                  r: int | Sequence[int] = 0, **tome_options: Any) -> Callable[[torch.Tensor], MethodResult]:
+                  r: int | float | Sequence[int] = 0, **tome_options: Any) -> Callable[[torch.Tensor], MethodResult]:
     """Bind ``vwt+tome`` to ``model``: a function of ``pixel_values`` ``[B, C, H, W]``.
 
     Args:
         model: a model ToMe supports (CLIP, ViT, DINOv2, SigLIP).
         vocab, threshold, max_tokens, keep, connected: the visual-word tokenizer
             (see :func:`vwt.methods.visual_word_tokenizer`).
-        r: ToMe's tokens merged per layer (an int or one per layer).
-        tome_options: the rest of :class:`vwt.methods.tome.ToMeConfig` (``schedule``, ``inflect``).
+        r: ToMe's tokens merged per layer (an int or one per layer), or the share of each image's tokens
+            merged in each layer (a float in [0, 0.5)).
+        tome_options: the rest of :class:`vwt.methods.tome.ToMeConfig` (``schedule``, ``inflect``,
+            ``similarity``).
     """
     from .registry import visual_word_tokenizer
     from .tome import ToMe

@@ -4,7 +4,8 @@ Every layer runs its own submodules, driven from here: pre-attention norm, atten
 layer's q/k/v projections with proportional attention (``log(size)`` of each key added to the logits),
 output projection and residual; then bipartite soft matching on the attention keys (mean over heads)
 merges ``r`` tokens by size-weighted average; then the MLP half of the layer. Nothing on the model is
-swapped, copied or stored.
+swapped, copied or stored. A fractional ``r`` or a ``similarity`` threshold merges a different count in
+each image (:mod:`vwt.methods.adaptive`), so a batch of equal-length images may come out padded.
 
 Token order after a merge (deterministic): the unmerged tokens of set A (even positions) in their
 previous order, then every token of set B (odd positions) in its previous order. Protected prefix
@@ -26,6 +27,7 @@ from torch import nn
 
 from ..encoders.base import LayerParts, adapter_for
 from ..encoders.run import check_pixels
+from .adaptive import adaptive_soft_matching
 from .result import MethodResult
 
 __all__ = [
@@ -162,13 +164,16 @@ def proportional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, si
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
 
 
-def schedule_r(r: int | Sequence[int], num_layers: int, schedule: str = "constant",
-               inflect: float = -0.5) -> list[int]:
+def schedule_r(r: int | float | Sequence[int], num_layers: int, schedule: str = "constant",
+               inflect: float = -0.5) -> list[int] | list[float]:
     """Tokens to merge in each layer, as the ToMe repository's ``parse_r``.
 
-    ``"constant"``: ``r`` every layer. ``"decrease"``: linear from ``int(r·(1 - inflect))`` down to
-    ``2r - int(r·(1 - inflect))`` (about the same total as constant). A list is padded with zeros.
+    ``"constant"``: ``r`` every layer (a fractional ``r`` too). ``"decrease"``: linear from
+    ``int(r·(1 - inflect))`` down to ``2r - int(r·(1 - inflect))`` (about the same total as constant).
+    A list is padded with zeros.
     """
+    if isinstance(r, float):
+        return [r] * num_layers
     if not isinstance(r, int):
         if len(r) > num_layers:
             raise ValueError(f"r lists {len(r)} layers but the model has {num_layers}")
@@ -193,8 +198,10 @@ def token_counts(num_tokens: int, rs: Sequence[int], protect_cls: bool = True) -
 class ToMeConfig:
     """What ToMe does; the same object serializes with ``dataclasses.asdict``."""
 
-    #: Tokens merged per layer: one int for every layer, or one per layer (missing trailing layers merge 0).
-    r: int | tuple[int, ...]
+    #: Tokens merged per layer: one int for every layer, or one per layer (missing trailing layers merge 0);
+    #: or a float in [0, 0.5): the share of each image's mergeable tokens it merges in each layer, rounded
+    #: half up per image (:func:`vwt.methods.adaptive.fraction_counts`).
+    r: int | float | tuple[int, ...] = 0
     #: "constant" (r every layer) or "decrease" (ToMe's parse_r schedule; needs an int r).
     schedule: str = "constant"
     #: Only for schedule="decrease": ToMe's inflection in [-1, 0); -0.5 runs from 1.5·r down to 0.5·r.
@@ -203,15 +210,39 @@ class ToMeConfig:
     proportional_attention: bool = True
     #: Never merge the prefix tokens: CLS, registers, a distillation token (ignored by models without any).
     protect_cls: bool = True
+    #: Instead of ``r``: in each layer, merge every A-to-B edge whose key cosine is above this, in [-1, 1]
+    #: (at most half of each image's mergeable tokens).
+    similarity: float | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether images merge different counts (a fractional ``r`` or a ``similarity``)."""
+        return isinstance(self.r, float) or self.similarity is not None
 
     def __post_init__(self) -> None:
+        if self.similarity is not None:
+            if isinstance(self.similarity, bool) or not isinstance(self.similarity, (int, float)) \
+                    or not -1.0 <= self.similarity <= 1.0:
+                raise ValueError(f"similarity must be a cosine in [-1, 1], got {self.similarity!r}")
+            if self.r != 0:
+                raise ValueError(f"give r or similarity, not both (r={self.r!r}, similarity={self.similarity})")
+            object.__setattr__(self, "similarity", float(self.similarity))
+        if self.adaptive and not self.proportional_attention:
+            raise ValueError("an adaptive r pads the batch and the sizes keep padding out of attention: "
+                             "proportional_attention must stay on")
+        if isinstance(self.r, float):
+            if not 0.0 <= self.r < 0.5:
+                raise ValueError(f"a fractional r must be in [0, 0.5), got {self.r}")
+            if self.schedule != "constant":
+                raise ValueError("a fractional r merges the same share in every layer: schedule must be 'constant'")
+            return
         r = self.r
         if isinstance(r, Sequence) and not isinstance(r, str):
             r = tuple(r)
             object.__setattr__(self, "r", r)
         values = r if isinstance(r, tuple) else (r,)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise TypeError(f"r must be an int or a sequence of ints, got {self.r!r}")
+            raise TypeError(f"r must be an int, a float in [0, 0.5) or a sequence of ints, got {self.r!r}")
         if any(v < 0 for v in values):
             raise ValueError(f"r must be >= 0 in every layer, got {self.r!r}")
         if self.schedule not in ("constant", "decrease"):
@@ -223,9 +254,14 @@ class ToMeConfig:
 
 
 # ---------------------------------------------------------------------------------------- layer
-def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: torch.Tensor | None, r: int, *,
-               protect_cls: int, proportional: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One layer: attention -> merge ``r`` tokens -> MLP. ``x [B, N, D]``, ``size [B, N, 1]``, ``source [B, N, S0]``."""
+def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: torch.Tensor | None, r: int | float, *,
+               protect_cls: int, proportional: bool, similarity: float | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One layer: attention -> merge -> MLP. ``x [B, N, D]``, ``size [B, N, 1]``, ``source [B, N, S0]``.
+
+    An int ``r`` merges ``r`` tokens of every image; a float ``r`` (a share) or a ``similarity`` merges a
+    count per image and returns the batch padded, padding last (:func:`~vwt.methods.adaptive.adaptive_soft_matching`).
+    """
     b, n, _ = x.shape
     h = parts.norm1(x)
     q, k, v = (proj(h).view(b, n, parts.num_heads, parts.head_dim).transpose(1, 2) for proj in (parts.q, parts.k, parts.v))
@@ -235,7 +271,12 @@ def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: t
     for module in (parts.scale1, parts.residual_dropout):
         h = h if module is None else module(h)
     x = x + h
-    if r > 0:
+    if similarity is not None or (isinstance(r, float) and r > 0):
+        merge, _ = adaptive_soft_matching(k.mean(dim=1), fraction=None if similarity is not None else r,
+                                          similarity=similarity, protect_cls=protect_cls, valid=size[..., 0] > 0)
+        source = None if source is None else merge_source(merge, source)
+        x, size = merge_wavg(merge, x, size)
+    elif r > 0:
         merge, _ = bipartite_soft_matching(k.mean(dim=1), r, protect_cls, size[..., 0] > 0)
         source = None if source is None else merge_source(merge, source)
         x, size = merge_wavg(merge, x, size)
@@ -260,13 +301,13 @@ class ToMe:
         result.outputs.pooler_output, result.tokens_per_layer
     """
 
-    def __init__(self, model: nn.Module, r: int | Sequence[int] | None = None, *, config: ToMeConfig | None = None,
-                 trace_source: bool = False, **options: Any) -> None:
-        if (config is None) == (r is None):
-            raise ValueError("give either r (with schedule/inflect/... options) or config=ToMeConfig(...)")
+    def __init__(self, model: nn.Module, r: int | float | Sequence[int] | None = None, *,
+                 config: ToMeConfig | None = None, trace_source: bool = False, **options: Any) -> None:
+        if (config is None) == (r is None and options.get("similarity") is None):
+            raise ValueError("give either r or similarity (with schedule/inflect/... options) or config=ToMeConfig(...)")
         if config is not None and options:
             raise ValueError(f"options {sorted(options)} conflict with config; put them in the ToMeConfig")
-        self.config = config if config is not None else ToMeConfig(r, **options)
+        self.config = config if config is not None else ToMeConfig(0 if r is None else r, **options)
         self.adapter = adapter_for(model)
         self.model = self.adapter.model
         try:
@@ -287,7 +328,7 @@ class ToMe:
         return self.adapter.num_prefix_tokens if self.config.protect_cls else 0
 
     def _check_total(self, num_patches: int) -> None:
-        if sum(self.r_per_layer) >= num_patches:
+        if not self.config.adaptive and sum(self.r_per_layer) >= num_patches:
             raise ValueError(
                 f"r merges {sum(self.r_per_layer)} tokens in total ({self.r_per_layer}) but an image has "
                 f"{num_patches} patches; at most {num_patches - 1} merges leave one patch token"
@@ -309,13 +350,17 @@ class ToMe:
         merged = size is not None and bool((size != 1).any())
         padded = size is not None and bool((size == 0).any())
         size = x.new_ones(*x.shape[:2], 1) if size is None else size.to(x.dtype)
+        adaptive, similarity = self.config.adaptive, self.config.similarity
         counts = []
         for parts, r in zip(self._parts, self.r_per_layer):
             counts.append(x.shape[1])
-            merged = merged or x.shape[1] < counts[0]  # until the first merge every size is 1: plain attention
+            # until the first merge every size is 1: plain attention (an adaptive merge may pad a batch
+            # without shortening it; its padding, size 0, needs the sizes to stay invisible)
+            merged = merged or x.shape[1] < counts[0] or (adaptive and len(counts) > 1 and bool((size != 1).any()))
             x, size, source = tome_layer(parts, x, size, source, r, protect_cls=self.protect_cls,
-                                         proportional=self.config.proportional_attention and merged)
-            if padded and r > 0:
+                                         proportional=self.config.proportional_attention and merged,
+                                         similarity=similarity)
+            if padded and not adaptive and r > 0:  # an adaptive merge puts padding last itself
                 x, size, source = padding_last(x, size, source)
         return x, size, source, counts
 
@@ -336,7 +381,7 @@ class ToMe:
         source = torch.eye(x.shape[1], device=device, dtype=x.dtype).expand(b, -1, -1) if self.trace_source else None
         x, size, source, counts = self.run_layers(x, None, source)
         prefix = self.adapter.num_prefix_tokens
-        mask = torch.ones(b, x.shape[1], dtype=torch.long, device=device)
+        mask = (size[..., 0] > 0).long()  # an adaptive merge pads a batch
         return MethodResult(
             outputs=self.adapter.outputs(x, mask, **kwargs),
             tokens_per_layer=tuple(counts),
