@@ -173,3 +173,13 @@ def test_each_image_of_an_adaptive_hybrid_batch_is_itself_alone(photos, sample_v
         n = alone.token_sizes.shape[1]
         assert torch.equal(batch.token_sizes[i, :n], alone.token_sizes[0]) and batch.token_sizes[i, n:].eq(0).all()
         assert int(alone.token_sizes.sum()) == patches  # every patch once, CLS 1
+
+
+def test_protected_prefix_tokens_stay_first_in_their_order():
+    # CLS (0, in A) and a distillation token (1, in B) are protected: token 2 copies token 1 but may not merge
+    # into it; token 4 copies token 3 and merges; token 5 is too far from 2
+    metric = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.6, 0.8]]])
+    merge, merged = adaptive_soft_matching(metric, similarity=0.999, protect_cls=2)
+    x = torch.arange(6.0).reshape(1, 6, 1)
+    assert merged.tolist() == [1]
+    torch.testing.assert_close(merge(x, mode="sum")[0, :, 0], torch.tensor([0.0, 1.0, 2.0, 3.0 + 4.0, 5.0]))
