@@ -11,7 +11,7 @@
 
 Example::
 
-    python scripts/train_dynamicvit.py --out runs/dynamicvit-fmnist --keep-ratio 0.7
+    python scripts/train_dynamicvit.py --out runs/dynamicvit-fmnist --keep 0.7
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=4, help="tiny teacher: number of layers")
     p.add_argument("--heads", type=int, default=4, help="tiny teacher: attention heads")
     p.add_argument("--patch-size", type=int, default=4, help="tiny teacher: patch size (28 px images)")
-    p.add_argument("--keep-ratio", type=float, default=0.7, help="rho: stage s keeps ceil(rho**s * N) tokens")
+    p.add_argument("--keep", "--keep-ratio", type=float, default=0.7,
+                   help="rho, a fraction: stage s keeps ceil(rho**s * N) tokens (--keep-ratio: the old spelling)")
     p.add_argument("--prune-layers", type=int, nargs="+", default=None,
                    help="layers before which tokens are pruned (default: 3, 6, 9 of 12 scaled to the depth)")
     p.add_argument("--ratio-weight", type=float, default=2.0, help="weight of the keep-ratio loss")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    config = DynamicViTConfig(keep_ratio=args.keep_ratio,
+    config = DynamicViTConfig(keep=args.keep,
                               prune_layers=tuple(args.prune_layers) if args.prune_layers else None,
                               ratio_weight=args.ratio_weight, distill_weight=args.distill_weight,
                               kl_weight=args.kl_weight, gumbel_tau=args.gumbel_tau, train_backbone=args.train_backbone)

@@ -74,7 +74,7 @@ def tiny_results(photos64, sample_vocab_dir):
     """One benchmark run of every method family on a tiny ViT (patch 16, 64 px), no energy counter."""
     specs = ["base", f"vwt:vocab={sample_vocab_dir},threshold=0.4",
              f"vwt:vocab={sample_vocab_dir},threshold=0.4,batching=pack", "intra:keep=0.5", "tome:r=2", "q8",
-             "dynamicvit:keep_ratio=0.5"]
+             "dynamicvit:keep=0.5"]
     return run_benchmark(_vit(layers=4), parse_method_specs(specs), photos64, batch_sizes=(1, 4), repeats=2,
                          energy=UnavailableMeter("no counter in this test"), progress=False)
 
@@ -103,7 +103,7 @@ def test_batches_cover_every_image_and_cycle_to_fill_the_last():
 def test_results_hold_every_method_with_the_documented_fields(tiny_results, tmp_path):
     labels = [m["label"] for m in tiny_results["methods"]]
     assert labels == ["base", "vwt(vocab=k32, threshold=0.4)", "vwt(vocab=k32, threshold=0.4, batching=pack)",
-                      "intra(keep=0.5)", "tome(r=2)", "q8", "dynamicvit(keep_ratio=0.5)"]
+                      "intra(keep=0.5)", "tome(r=2)", "q8", "dynamicvit(keep=0.5)"]
     for entry in tiny_results["methods"]:
         assert entry["status"] == "ok"
         assert set(entry["batches"]) == {"1", "4"}

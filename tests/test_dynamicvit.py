@@ -63,9 +63,9 @@ def _pixels(batch=3, channels=3, seed=1):
 
 
 @pytest.mark.parametrize("name", ["vit", "vit-classifier", "dinov2", "clip"])
-def test_keep_ratio_one_reproduces_the_unmodified_model(name):
+def test_keep_one_reproduces_the_unmodified_model(name):
     model, x = _model(name), _pixels()
-    dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=1.0))
+    dvit = DynamicViT(model, DynamicViTConfig(keep=1.0))
     with torch.no_grad():
         expected, result = model(pixel_values=x), dvit(x)
     for field in ("logits", "last_hidden_state", "pooler_output"):
@@ -76,7 +76,7 @@ def test_keep_ratio_one_reproduces_the_unmodified_model(name):
 
 @pytest.mark.parametrize(("name", "rho"), [("vit", 0.6), ("dinov2", 0.7), ("clip", 0.5)])
 def test_inference_keeps_ceil_rho_to_the_s_of_the_patches_at_stage_s(name, rho):
-    dvit = DynamicViT(_model(name), DynamicViTConfig(keep_ratio=rho))
+    dvit = DynamicViT(_model(name), DynamicViTConfig(keep=rho))
     assert dvit.config.prune_layers == (1, 2, 3)  # (3, 6, 9) of 12 scaled to 4 layers
     with torch.no_grad():
         result = dvit(_pixels(batch=4))
@@ -96,7 +96,7 @@ def test_keep_counts_and_default_prune_layers_follow_the_paper():
     assert config.resolve(12).prune_layers == (3, 6, 9)
     assert config.resolve(16).prune_layers == (4, 8, 12)
     assert config.resolve(2).prune_layers == (1,)
-    assert config.resolve(12).stage_keep_ratios == pytest.approx((0.7, 0.49, 0.343))
+    assert config.resolve(12).stage_keep == pytest.approx((0.7, 0.49, 0.343))
 
 
 def test_select_tokens_keeps_the_highest_scores_cls_first_in_original_order():
@@ -135,7 +135,7 @@ def _eval_loss(dvit, x, labels, draws=4):
 def test_a_few_training_steps_reduce_the_loss(name):
     model = _model(name)
     # rho = 0.9 targets keep ratios 0.9, 0.81, 0.73; a fresh predictor keeps about half per stage.
-    dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=0.9))
+    dvit = DynamicViT(model, DynamicViTConfig(keep=0.9))
     x, labels = _pixels(batch=8), torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(0))
     batch = [(x, labels)] if name == "vit-classifier" else [x]  # a headless backbone: feature distillation
     before_weights = [p.clone() for p in model.parameters()]
@@ -152,7 +152,7 @@ def test_a_few_training_steps_reduce_the_loss(name):
 
 def test_training_the_backbone_updates_it_against_a_frozen_teacher():
     model = _vit_classifier()
-    dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=0.8, train_backbone=True))
+    dvit = DynamicViT(model, DynamicViTConfig(keep=0.8, train_backbone=True))
     before = [p.clone() for p in model.parameters()]
     x, labels = _pixels(batch=4), torch.tensor([0, 1, 2, 0])
     history = train_dynamicvit(dvit, [(x, labels)], steps=3, lr=1e-2, backbone_lr_scale=1.0, log_every=0)
@@ -162,7 +162,7 @@ def test_training_the_backbone_updates_it_against_a_frozen_teacher():
 
 def test_saved_predictor_reloads_bit_exact(tmp_path):
     model = _vit_classifier()
-    dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=0.6, ratio_weight=1.5))
+    dvit = DynamicViT(model, DynamicViTConfig(keep=0.6, ratio_weight=1.5))
     with torch.no_grad():
         for p in dvit.predictor.parameters():
             p.add_(torch.randn_like(p))  # weights unlike a fresh initialization
@@ -191,9 +191,9 @@ def test_loading_a_predictor_for_another_model_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("rho", [0.0, -0.2, 1.5, float("nan"), True, "0.5"])
-def test_keep_ratio_outside_zero_one_is_an_error(rho):
-    with pytest.raises(ValueError, match="keep_ratio"):
-        DynamicViTConfig(keep_ratio=rho)
+def test_keep_outside_zero_one_is_an_error(rho):
+    with pytest.raises(ValueError, match="keep"):
+        DynamicViTConfig(keep=rho)
 
 
 @pytest.mark.parametrize(("layers", "message"), [((0, 2), "out of range"), ((2, 4), "out of range"),
@@ -211,7 +211,7 @@ def test_an_unsupported_model_class_is_an_error():
 def test_the_training_script_documents_its_flags():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_dynamicvit.py"), "--help"],
                          capture_output=True, text=True, check=True).stdout
-    for flag in ("--keep-ratio", "--prune-layers", "--ratio-weight", "--distill-weight", "--train-backbone", "--out"):
+    for flag in ("--keep", "--prune-layers", "--ratio-weight", "--distill-weight", "--train-backbone", "--out"):
         assert flag in out
 
 

@@ -37,8 +37,8 @@ def test_vwt_tome_with_r_zero_is_vwt(model, photos, sample_vocab_dir, connected)
     options = {"vocab": str(sample_vocab_dir), "threshold": 0.3, "connected": connected}
     hybrid = _run(methods.load("vwt+tome", r=0, **options), model, photos)
     alone = _run(methods.load("vwt", **options), model, photos)
-    assert alone.tokens_per_image.min() < 197 and alone.tokens_per_image.unique().numel() > 1  # merged, padded
-    assert hybrid.tokens_per_image.tolist() == alone.tokens_per_image.tolist()
+    assert alone.sequence_lengths.min() < 197 and alone.sequence_lengths.unique().numel() > 1  # merged, padded
+    assert hybrid.sequence_lengths.tolist() == alone.sequence_lengths.tolist()
     torch.testing.assert_close(hybrid.outputs.pooler_output, alone.outputs.pooler_output, **TOL)
 
 
@@ -53,7 +53,7 @@ def test_a_padded_hybrid_batch_gives_each_image_its_result_alone(model, photos, 
     """Padding (size 0) is invisible to attention and never takes part in a merge."""
     method = methods.load("vwt+tome", vocab=str(sample_vocab_dir), threshold=0.3, connected=True, r=10)
     batch = _run(method, model, photos)
-    assert batch.tokens_per_image.unique().numel() > 1  # the batch is padded
+    assert batch.sequence_lengths.unique().numel() > 1  # the batch is padded
     for i in range(len(photos)):
         alone = _run(method, model, photos[i:i + 1])
         torch.testing.assert_close(batch.outputs.pooler_output[i:i + 1], alone.outputs.pooler_output, **TOL)

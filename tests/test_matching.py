@@ -5,13 +5,13 @@ from vwt.encoders.merge import merge_tokens
 from vwt.tokenize.matching import (
     closest_first,
     cosine_distance_to_words,
+    count_token_sizes,
     fold_surplus_words,
     group_tokens,
     keep_top_variance,
     match_words,
     match_words_budget,
     token_attention_mask,
-    token_sizes,
 )
 
 WORDS = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -44,7 +44,7 @@ def test_keep_top_variance_keeps_the_highest_in_raster_order():
 def test_a_merged_token_is_the_mean_of_its_members_and_padding_is_zero():
     embeddings = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
     patch_to_token = torch.tensor([[0, 1, 0, -1], [0, 0, 0, 0]])
-    merged = merge_tokens(embeddings, patch_to_token, num_tokens=2)
+    merged = merge_tokens(embeddings, patch_to_token, length=2)
     torch.testing.assert_close(merged[0, 0], (embeddings[0, 0] + embeddings[0, 2]) / 2)
     torch.testing.assert_close(merged[0, 1], embeddings[0, 1])
     torch.testing.assert_close(merged[1, 0], embeddings[1].mean(0))
@@ -55,9 +55,9 @@ def test_attention_mask_has_cls_then_tokens_then_padding():
     assert token_attention_mask(torch.tensor([2, 4])).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
 
 
-def test_token_sizes_count_the_patches_of_each_token_and_zero_for_padding():
+def test_count_token_sizes_counts_the_patches_of_each_token_and_zero_for_padding():
     patch_to_token = torch.tensor([[0, 1, 0, -1, 0], [0, 1, 2, 3, 4]])
-    assert token_sizes(patch_to_token, 5).tolist() == [[3, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert count_token_sizes(patch_to_token, 5).tolist() == [[3, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
 
 
 def test_closest_first_merges_the_nearest_patches_until_the_budget_is_reached():

@@ -20,7 +20,7 @@ def _vit(layers=4):
         (methods.load("intra", keep=0.5), [9] * 4),
         (methods.load("tome", r=3), [17, 14, 11, 8]),
         (methods.load("q8"), [17] * 4),
-        (methods.load("dynamicvit", keep_ratio=0.5), [17, 9, 5, 3]),
+        (methods.load("dynamicvit", keep=0.5), [17, 9, 5, 3]),
     ],
     ids=lambda v: v.label if isinstance(v, methods.Method) else None,
 )
@@ -30,7 +30,7 @@ def test_every_method_runs_with_one_call_shape_and_reports_tokens_per_layer(meth
         result = method.bind(model)(pixels)
     assert result.tokens_per_layer == tuple(expected_lengths)
     assert result.outputs.last_hidden_state.shape[0] == 2
-    assert result.tokens_per_image.shape == (2,)
+    assert result.sequence_lengths.shape == (2,)
 
 
 def test_base_method_is_the_unmodified_model():
@@ -93,7 +93,7 @@ def test_vwt_uses_the_threshold_saved_with_a_tokenizer(tmp_path, sample_vocab_di
     model = ViTModel(ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
                                image_size=224, patch_size=16)).eval()
     pixels = torch.randn(1, 3, 224, 224)
-    saved = methods.load("vwt", vocab=str(tmp_path / "tok")).bind(model)(pixels).tokens_per_image
+    saved = methods.load("vwt", vocab=str(tmp_path / "tok")).bind(model)(pixels).sequence_lengths
     direct = VisualWordTokenizer.from_pretrained(sample_vocab_dir, threshold=0.5)(pixel_values=pixels)["num_tokens"]
     assert saved.tolist() == (direct + 1).tolist()
 
@@ -107,9 +107,9 @@ def test_vwt_passes_the_token_budget_and_the_attention_switch_through(sample_voc
         paper = methods.load("vwt", vocab=str(sample_vocab_dir), max_tokens=50,
                              proportional_attention=False).bind(model)(pixels)
         kept = methods.load("vwt", vocab=str(sample_vocab_dir), keep=0.25).bind(model)(pixels)
-    assert sized.tokens_per_image.tolist() == [51, 51] and list(sized.tokens_per_layer) == [51, 51]
+    assert sized.sequence_lengths.tolist() == [51, 51] and list(sized.tokens_per_layer) == [51, 51]
     assert sized.token_sizes.shape == (2, 51) and sized.token_sizes.sum(1).tolist() == [197, 197]  # CLS + 196
-    assert kept.tokens_per_image.tolist() == [50, 50]  # round(0.25 * 196) = 49, plus CLS
+    assert kept.sequence_lengths.tolist() == [50, 50]  # round(0.25 * 196) = 49, plus CLS
     assert (sized.outputs.pooler_output - paper.outputs.pooler_output).abs().max() > 1e-4
     with pytest.raises(ValueError, match="conflict with the given tokenizer"):
         from vwt import VisualWordTokenizer

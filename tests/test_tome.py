@@ -24,10 +24,10 @@ from vwt.encoders import EncoderAdapter
 from vwt.methods import (
     ToMe,
     ToMeConfig,
+    attend_proportionally,
     bipartite_soft_matching,
     merge_source,
     merge_wavg,
-    proportional_attention,
     schedule_r,
     token_counts,
 )
@@ -187,7 +187,7 @@ def test_proportional_attention_adds_log_size_to_the_logits():
     q, k, v = (torch.randn(2, 3, 6, 4, generator=g) for _ in range(3))
     size = torch.randint(1, 5, (2, 6, 1), generator=g).float()
     expected = torch.softmax(q @ k.transpose(-1, -2) * 0.5 + size.log()[:, None, None, :, 0], dim=-1) @ v
-    torch.testing.assert_close(proportional_attention(q, k, v, size, scale=0.5), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attend_proportionally(q, k, v, size, scale=0.5), expected, rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()

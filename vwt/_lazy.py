@@ -8,18 +8,24 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["lazy_attributes", "moved_module"]
+__all__ = ["lazy_attributes", "moved_module", "renamed_attributes"]
 
 
-def lazy_attributes(package: str, names: Mapping[str, str], namespace: dict[str, Any]
+def lazy_attributes(package: str, names: Mapping[str, str], namespace: dict[str, Any],
+                    renamed: Mapping[str, str] | None = None
                     ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``names`` maps each public name to its submodule.
 
     A name equal to its submodule's last part (``"methods": ".methods"``) is the submodule itself.
     A resolved name is stored in ``namespace`` (the package's globals), so later lookups are plain.
+    ``renamed`` maps old names to public ones: reading an old name warns (:class:`DeprecationWarning`)
+    every time and returns the new name's object.
     """
 
     def __getattr__(name: str) -> Any:
+        if renamed and name in renamed:
+            warnings.warn(f"{package}.{name} is deprecated: use {renamed[name]}", DeprecationWarning, stacklevel=2)
+            return __getattr__(renamed[name])
         module = names.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
@@ -53,3 +59,20 @@ def moved_module(old: str, new: str) -> tuple[Callable[[str], Any], Callable[[],
         return dir(importlib.import_module(new))
 
     return __getattr__, __dir__
+
+
+def renamed_attributes(module: str, renamed: Mapping[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """``__getattr__`` for ``module`` whose names in ``renamed`` (old -> new) were renamed.
+
+    Reading an old name returns the new name's object from ``namespace`` (the module's globals), with a
+    :class:`DeprecationWarning` that points at the line that read it.
+    """
+
+    def __getattr__(name: str) -> Any:
+        new = renamed.get(name)
+        if new is None:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(f"{module}.{name} is deprecated: use {new}", DeprecationWarning, stacklevel=2)
+        return namespace[new]
+
+    return __getattr__

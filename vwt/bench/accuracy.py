@@ -62,7 +62,7 @@ def extract_features(runner: Callable[[torch.Tensor], Any], inputs: Any, *, batc
             x = transform(batch) if transform is not None else batch
             result = runner(x.to(device))
             chunks.append(pooled_features(result.outputs))
-            tokens.append(torch.as_tensor(result.tokens_per_image).cpu())
+            tokens.append(torch.as_tensor(result.sequence_lengths).cpu())
     features = torch.cat(chunks)
     return (features, torch.cat(tokens)) if return_tokens else features
 

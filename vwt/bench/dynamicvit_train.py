@@ -95,7 +95,7 @@ def dynamicvit_loss(student: DynamicViTTrainOutput, teacher_outputs, teacher_hid
     ``student.hidden`` and ``teacher_hidden`` are ``[B, prefix + N, D]``; ``student.decisions`` are
     ``[B, N]`` per stage; ``labels`` ``[B]`` or None.
     """
-    ratios = config.stage_keep_ratios
+    ratios = config.stage_keep
     ratio = sum(((d.mean(dim=1) - r) ** 2).mean() for d, r in zip(student.decisions, ratios)) / len(ratios)
     keep = student.decisions[-1].detach() > 0.5
     s_tokens, t_tokens = student.hidden[:, prefix:][keep], teacher_hidden[:, prefix:][keep]

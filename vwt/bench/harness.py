@@ -122,7 +122,7 @@ def _measure_round(runners: dict[str, Runner], batches: list[torch.Tensor], indi
             for row, image in enumerate(index.tolist()):
                 if features[image] is None:
                     features[image] = pooled[row]
-                    tokens[image] = int(result.tokens_per_image[row])
+                    tokens[image] = int(result.sequence_lengths[row])
             if progress is not None:
                 progress.update(1)
         out[label] = {"flops_per_image": flops / images, "peak_memory_bytes": peak, "peak_rss_bytes": rss,

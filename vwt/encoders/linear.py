@@ -37,7 +37,7 @@ class LinearPatchEmbedding:
 
 
 def merged_linear_embedding(parts: LinearPatchEmbedding, pixel_values: torch.Tensor, patch_to_token: torch.Tensor,
-                            num_tokens: int) -> torch.Tensor:
+                            length: int) -> torch.Tensor:
     """Tokens as the model's embedding would give them after merging, from pixel patches merged first.
 
     A column of ones rides along with the pixels: its mean is 1 for a real token and 0 for padding, so
@@ -47,7 +47,7 @@ def merged_linear_embedding(parts: LinearPatchEmbedding, pixel_values: torch.Ten
         parts: the model's patch embedding.
         pixel_values: ``[B, C, H, W]`` at the model's resolution.
         patch_to_token: ``[B, N]`` int64, -1 for dropped patches.
-        num_tokens: T, the padded token length.
+        length: T, the padded token length.
 
     Returns:
         ``[B, P + T, D]`` in the weight's dtype: prefix tokens, then the merged tokens.
@@ -56,7 +56,7 @@ def merged_linear_embedding(parts: LinearPatchEmbedding, pixel_values: torch.Ten
     b, n, _ = patches.shape
     ones = patches.new_ones(b, n, 1)
     positions = parts.positions.float().unsqueeze(0).expand(b, n, -1)
-    merged = merge_tokens(torch.cat([patches, ones, positions], dim=-1), patch_to_token, num_tokens)
+    merged = merge_tokens(torch.cat([patches, ones, positions], dim=-1), patch_to_token, length)
     pixels, present, merged_positions = merged.split([patches.shape[-1], 1, positions.shape[-1]], dim=-1)
     dtype = parts.weight.dtype
     tokens = pixels.to(dtype) @ parts.weight.T + merged_positions.to(dtype)  # [B, T, D]

@@ -14,8 +14,7 @@ from transformers.masking_utils import (
     packed_sequence_mask_function,
 )
 
-from ..tokenize.matching import token_attention_mask
-from ..tokenize.matching import token_sizes as count_token_sizes
+from ..tokenize.matching import count_token_sizes, token_attention_mask
 from ..validate import check_pixel_values, check_tokens
 from .base import EncoderAdapter, adapter_for
 from .batching import BATCHING, pack, plan_buckets, plan_packing, unpack
@@ -76,8 +75,9 @@ def check_batch(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_to
 
 
 def embed_tokens(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_token: torch.Tensor,
-                 num_tokens: int, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-    """Patch embeddings plus positions, scatter-meaned into tokens, prefix tokens (CLS, registers) first.
+                 length: int, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+    """Patch embeddings plus positions, scatter-meaned into ``length`` tokens (the padded T), prefix tokens
+    (CLS, registers) first.
 
     The batch is taken as valid: :func:`check_batch` is the caller's (``VisualWordModel.embed`` runs it
     once per forward).
@@ -87,10 +87,10 @@ def embed_tokens(adapter: EncoderAdapter, pixel_values: torch.Tensor, patch_to_t
     """
     linear = adapter.linear_patch_embedding(pixel_values, interpolate_pos_encoding)
     if linear is not None:  # merge pixel patches first, project T patches instead of N (vwt/encoders/linear.py)
-        return merged_linear_embedding(linear, pixel_values, patch_to_token.to(pixel_values.device), num_tokens)
+        return merged_linear_embedding(linear, pixel_values, patch_to_token.to(pixel_values.device), length)
     embeddings = adapter.embed(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
     prefix = adapter.num_prefix_tokens
-    tokens = merge_tokens(embeddings[:, prefix:], patch_to_token.to(embeddings.device), num_tokens)
+    tokens = merge_tokens(embeddings[:, prefix:], patch_to_token.to(embeddings.device), length)
     return torch.cat([embeddings[:, :prefix], tokens], dim=1)
 
 
@@ -261,12 +261,12 @@ class VisualWordModel(nn.Module):
         if attention_mask is None:  # derive it: tokens are numbered 0..T_i-1 per image
             attention_mask = token_attention_mask(patch_to_token.max(dim=1).values + 1)
         attention_mask = attention_mask.to(device)
-        num_tokens = attention_mask.shape[1] - 1
-        hidden = embed_tokens(self.adapter, pixel_values, patch_to_token, num_tokens, interpolate_pos_encoding)
+        length = attention_mask.shape[1] - 1
+        hidden = embed_tokens(self.adapter, pixel_values, patch_to_token, length, interpolate_pos_encoding)
         mask = sequence_mask(attention_mask, self.adapter.num_prefix_tokens)
         sizes = None
         if self._size_exponent:
-            sizes = count_token_sizes(patch_to_token, num_tokens) if token_sizes is None else token_sizes.to(device)
+            sizes = count_token_sizes(patch_to_token, length) if token_sizes is None else token_sizes.to(device)
             if self._size_exponent != 1.0:  # counts as size ** a patches: a * log(size) on the logits
                 sizes = sizes.to(torch.float32) ** self._size_exponent
             sizes = with_prefix_sizes(sizes, self.adapter.num_prefix_tokens)

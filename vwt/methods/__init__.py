@@ -22,10 +22,10 @@ if TYPE_CHECKING:
     from .tome import (
         ToMe,
         ToMeConfig,
+        attend_proportionally,
         bipartite_soft_matching,
         merge_source,
         merge_wavg,
-        proportional_attention,
         schedule_r,
         token_counts,
     )
@@ -41,13 +41,13 @@ _LAZY = {
     "ToMeConfig": ".tome",
     "TokenPredictor": ".dynamicvit",
     "adaptive_soft_matching": ".adaptive",
+    "attend_proportionally": ".tome",
     "bind_vwt_tome": ".hybrids",
     "bipartite_soft_matching": ".tome",
     "fraction_counts": ".adaptive",
     "load": ".registry",
     "merge_source": ".tome",
     "merge_wavg": ".tome",
-    "proportional_attention": ".tome",
     "quantize_int8": ".quantize",
     "schedule_r": ".tome",
     "token_counts": ".tome",
@@ -56,4 +56,7 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+#: Old names: ``proportional_attention`` is the setting (ToMeConfig, VisualWordModel), the function attends.
+_RENAMED = {"proportional_attention": "attend_proportionally"}
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals(), _RENAMED)

@@ -3,8 +3,9 @@
 At each pruning layer a small prediction module scores every remaining patch token (CLS is never
 pruned). Training (:mod:`vwt.bench.dynamicvit_train`) samples hard keep/drop decisions with
 Gumbel-softmax and masks the dropped tokens out as attention *keys* with an additive 4D mask, so the
-batch keeps its shape. Inference keeps the top ``ceil(rho**s * N)`` tokens at stage ``s`` — the same
-count for every image — and gathers them, CLS first, kept patches in their original order.
+batch keeps its shape. Inference keeps the top ``ceil(rho**s * N)`` tokens at stage ``s`` (``rho`` is
+the config's ``keep``) — the same count for every image — and gathers them, CLS first, kept patches in
+their original order.
 
 The model itself is never modified: the adapters of :mod:`vwt.encoders` drive its submodules.
 """
@@ -15,7 +16,8 @@ import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +54,8 @@ def _real(value: Any) -> bool:
 class DynamicViTConfig:
     """DynamicViT settings; the same object is what goes into ``config.json``."""
 
-    # rho: stage s (1-based) keeps ceil(rho**s * N) of the N patch tokens; in (0, 1].
-    keep_ratio: float = 0.7
+    # rho, a fraction in (0, 1]: stage s (1-based) keeps ceil(keep**s * N) of the N patch tokens.
+    keep: float = 0.7
     # Layers before which tokens are pruned (0-based, increasing, in 1..depth-1); None: (3, 6, 9)
     # scaled to the model depth. DynamicViT(...) stores the resolved tuple.
     prune_layers: tuple[int, ...] | None = None
@@ -67,11 +69,17 @@ class DynamicViTConfig:
     gumbel_tau: float = 1.0
     # Train the backbone too (the teacher is then a frozen copy taken when training starts).
     train_backbone: bool = False
+    # Deprecated spelling of ``keep`` (not stored).
+    keep_ratio: InitVar[float | None] = None
 
-    def __post_init__(self) -> None:
-        if not (_real(self.keep_ratio) and 0.0 < self.keep_ratio <= 1.0):
-            raise ValueError(f"keep_ratio (rho) must be in (0, 1], got {self.keep_ratio!r}")
-        object.__setattr__(self, "keep_ratio", float(self.keep_ratio))
+    def __post_init__(self, keep_ratio: float | None) -> None:
+        if keep_ratio is not None:
+            warnings.warn("DynamicViTConfig(keep_ratio=) is deprecated: use keep= (the same fraction)",
+                          DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "keep", keep_ratio)
+        if not (_real(self.keep) and 0.0 < self.keep <= 1.0):
+            raise ValueError(f"keep (rho) must be a fraction in (0, 1], got {self.keep!r}")
+        object.__setattr__(self, "keep", float(self.keep))
         for name in ("ratio_weight", "distill_weight", "kl_weight", "gumbel_tau"):
             value = getattr(self, name)
             if not (_real(value) and (value > 0 if name == "gumbel_tau" else value >= 0)):
@@ -88,11 +96,11 @@ class DynamicViTConfig:
             object.__setattr__(self, "prune_layers", layers)
 
     @property
-    def stage_keep_ratios(self) -> tuple[float, ...]:
-        """Target keep ratio of each stage: ``rho, rho**2, ...``. Needs resolved ``prune_layers``."""
+    def stage_keep(self) -> tuple[float, ...]:
+        """Target fraction kept after each stage: ``rho, rho**2, ...``. Needs resolved ``prune_layers``."""
         if self.prune_layers is None:
             raise ValueError("prune_layers are not resolved yet: use DynamicViTConfig.resolve(depth)")
-        return tuple(self.keep_ratio ** s for s in range(1, len(self.prune_layers) + 1))
+        return tuple(self.keep ** s for s in range(1, len(self.prune_layers) + 1))
 
     def resolve(self, depth: int) -> DynamicViTConfig:
         """This config with ``prune_layers`` checked against (or defaulted for) a model of ``depth`` layers."""
@@ -105,17 +113,23 @@ class DynamicViTConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON values (what ``config.json`` holds)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> DynamicViTConfig:
+        """Strictly from a JSON dict; an old file's ``keep_ratio`` is read as ``keep`` (with a warning)."""
+        if isinstance(data, dict) and "keep_ratio" in data and "keep" not in data:
+            warnings.warn(f"{source}: keep_ratio is the old name of keep; save the predictor again to update it",
+                          DeprecationWarning, stacklevel=2)
+            data = {("keep" if k == "keep_ratio" else k): v for k, v in data.items()}
         return dataclass_from_dict(cls, data, source)
 
 
-def keep_counts(num_patches: int, keep_ratio: float, num_stages: int) -> list[int]:
-    """Patch tokens kept after each stage at inference: ``ceil(rho**s * N)`` (at least 1), s = 1..S."""
+def keep_counts(num_patches: int, keep: float, num_stages: int) -> list[int]:
+    """Patch tokens kept after each stage at inference: ``ceil(keep**s * N)`` (at least 1), s = 1..S."""
     # The tiny slack keeps float noise (e.g. 0.3 * 10 = 3.0000000000000004) from adding a token.
-    return [max(1, math.ceil(keep_ratio ** s * num_patches - 1e-9)) for s in range(1, num_stages + 1)]
+    return [max(1, math.ceil(keep ** s * num_patches - 1e-9)) for s in range(1, num_stages + 1)]
 
 
 class PredictorStage(nn.Module):
@@ -169,7 +183,7 @@ class DynamicViT:
 
     Example::
 
-        dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=0.7))
+        dvit = DynamicViT(model, DynamicViTConfig(keep=0.7))
         train_dynamicvit(dvit, batches, steps=500)      # vwt.bench.dynamicvit_train
         result = dvit(pixel_values)                     # a MethodResult: the model's usual outputs, ...
         result.tokens_per_layer                         # ViT-B/16, rho 0.7: (197,) * 3 + (139,) * 3 + (98,) * 3 + (69,) * 3
@@ -193,7 +207,7 @@ class DynamicViT:
 
     def __repr__(self) -> str:
         c = self.config
-        return f"DynamicViT({type(self.model).__name__}, keep_ratio={c.keep_ratio}, prune_layers={c.prune_layers})"
+        return f"DynamicViT({type(self.model).__name__}, keep={c.keep}, prune_layers={c.prune_layers})"
 
     @property
     def prefix(self) -> int:
@@ -225,7 +239,7 @@ class DynamicViT:
         hidden = self.embed(pixel_values, interpolate_pos_encoding)
         b, n = hidden.shape[0], hidden.shape[1] - self.prefix
         layers = self.config.prune_layers
-        counts = dict(zip(layers, keep_counts(n, self.config.keep_ratio, len(layers))))
+        counts = dict(zip(layers, keep_counts(n, self.config.keep, len(layers))))
         patch_ids = torch.arange(n, device=hidden.device).expand(b, -1)
         tokens, stage = [], 0
         for i, layer in enumerate(self.adapter.layers):
@@ -239,7 +253,7 @@ class DynamicViT:
             hidden = layer(hidden, None)
         mask = torch.ones(b, hidden.shape[1], dtype=torch.long, device=hidden.device)
         return MethodResult(outputs=self.adapter.outputs(hidden, mask, **kwargs), tokens_per_layer=tuple(tokens),
-                            tokens_per_image=torch.full((b,), tokens[0], dtype=torch.long), kept_patches=patch_ids)
+                            sequence_lengths=torch.full((b,), tokens[0], dtype=torch.long), kept_patches=patch_ids)
 
     def forward_full(self, pixel_values: torch.Tensor, *,
                      interpolate_pos_encoding: bool = False) -> tuple[Any, torch.Tensor]:

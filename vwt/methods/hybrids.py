@@ -63,7 +63,7 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
         sizes = size[..., 0]
         mask = (sizes > 0).long()
         outputs = wrapped.adapter.outputs(x, mask, token_sizes=sizes)
-        return MethodResult(outputs=outputs, tokens_per_layer=tuple(counts), tokens_per_image=tokens.mask.sum(1),
+        return MethodResult(outputs=outputs, tokens_per_layer=tuple(counts), sequence_lengths=tokens.mask.sum(1),
                             token_sizes=sizes.round().long())
 
     return run

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,17 +146,23 @@ def _bind_tome(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], Met
     return ToMe(model, **options)
 
 
-def _bind_dynamicvit(model: nn.Module, predictor: Any = None, keep_ratio: float | None = None,
+def _bind_dynamicvit(model: nn.Module, predictor: Any = None, keep: float | None = None,
                      **options: Any) -> Callable[[torch.Tensor], MethodResult]:
     from .dynamicvit import DynamicViT, DynamicViTConfig
 
+    if "keep_ratio" in options:
+        if keep is not None:
+            raise TypeError("dynamicvit: pass keep= only (keep_ratio is its old name)")
+        warnings.warn("dynamicvit keep_ratio= is deprecated: use keep= (the same fraction)", DeprecationWarning,
+                      stacklevel=3)
+        keep = options.pop("keep_ratio")
     if predictor is not None:
-        if keep_ratio is not None or options:
-            raise ValueError("dynamicvit: the predictor directory fixes its config; drop keep_ratio and other options")
+        if keep is not None or options:
+            raise ValueError("dynamicvit: the predictor directory fixes its config; drop keep and other options")
         dvit = DynamicViT.from_pretrained(predictor, model)
     else:
         logger.warning("dynamicvit without trained predictor weights: pruning decisions are random")
-        dvit = DynamicViT(model, DynamicViTConfig(keep_ratio=0.7 if keep_ratio is None else keep_ratio, **options))
+        dvit = DynamicViT(model, DynamicViTConfig(keep=0.7 if keep is None else keep, **options))
 
     return dvit
 
@@ -212,7 +219,7 @@ def load(name: str, **options: Any) -> Method:
             ``keep=``, ``connected=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=``,
             ``batching=``, ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``); ``vwt+tome`` (the
             ``vwt`` tokenizer's options and ToMe's, see :func:`vwt.methods.hybrids.bind_vwt_tome`); ``dynamicvit``
-            (``predictor=`` directory, or ``keep_ratio=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
+            (``predictor=`` directory, or ``keep=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
             ``bucket`` or ``pack`` (see :class:`vwt.encoders.VisualWordModel`).
     """
     if name not in METHODS:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._lazy import renamed_attributes
 from ..encoders.base import LayerParts, adapter_for
 from ..encoders.run import check_pixels
 from .adaptive import adaptive_soft_matching
@@ -33,10 +34,10 @@ from .result import MethodResult
 __all__ = [
     "ToMe",
     "ToMeConfig",
+    "attend_proportionally",
     "bipartite_soft_matching",
     "merge_wavg",
     "merge_source",
-    "proportional_attention",
     "schedule_r",
     "token_counts",
 ]
@@ -150,8 +151,8 @@ def merge_source(merge: Merge, source: torch.Tensor) -> torch.Tensor:
     return merge(source, mode="amax")
 
 
-def proportional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, size: torch.Tensor | None,
-                           scale: float, dropout_p: float = 0.0) -> torch.Tensor:
+def attend_proportionally(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, size: torch.Tensor | None,
+                          scale: float, dropout_p: float = 0.0) -> torch.Tensor:
     """``softmax(q kᵀ · scale + log size_key) v``.
 
     Args:
@@ -185,9 +186,10 @@ def schedule_r(r: int | float | Sequence[int], num_layers: int, schedule: str = 
     return [int(first + step * i) for i in range(num_layers)]
 
 
-def token_counts(num_tokens: int, rs: Sequence[int], protect_cls: bool = True) -> list[int]:
-    """Tokens entering each layer plus the final count, with each ``r`` capped at half the mergeable tokens."""
-    counts = [num_tokens]
+def token_counts(length: int, rs: Sequence[int], protect_cls: bool = True) -> list[int]:
+    """Sequence length entering each layer plus the final one, from ``length`` (CLS included) entering the
+    first, with each ``r`` capped at half the mergeable tokens."""
+    counts = [length]
     for r in rs:
         counts.append(counts[-1] - min(r, (counts[-1] - int(protect_cls)) // 2))
     return counts
@@ -266,7 +268,7 @@ def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: t
     h = parts.norm1(x)
     q, k, v = (proj(h).view(b, n, parts.num_heads, parts.head_dim).transpose(1, 2) for proj in (parts.q, parts.k, parts.v))
     p = parts.attention_dropout if parts.attention.training else 0.0
-    h = proportional_attention(q, k, v, size if proportional else None, parts.scale, p)
+    h = attend_proportionally(q, k, v, size if proportional else None, parts.scale, p)
     h = parts.out(h.transpose(1, 2).reshape(b, n, -1))
     for module in (parts.scale1, parts.residual_dropout):
         h = h if module is None else module(h)
@@ -385,7 +387,11 @@ class ToMe:
         return MethodResult(
             outputs=self.adapter.outputs(x, mask, **kwargs),
             tokens_per_layer=tuple(counts),
-            tokens_per_image=torch.full((b,), counts[0], dtype=torch.long),
+            sequence_lengths=torch.full((b,), counts[0], dtype=torch.long),
             token_sizes=size[..., 0].round().long(),
             source=None if source is None else source[..., prefix:].round().to(torch.uint8),
         )
+
+
+#: Old names: ``proportional_attention`` is the setting (:class:`ToMeConfig`), the function attends.
+__getattr__ = renamed_attributes(__name__, {"proportional_attention": "attend_proportionally"}, globals())

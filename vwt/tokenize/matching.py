@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._lazy import renamed_attributes
+
 __all__ = [
     "cosine_distance_to_words",
     "apply_threshold",
@@ -19,7 +21,7 @@ __all__ = [
     "group_tokens",
     "keep_top_variance",
     "token_attention_mask",
-    "token_sizes",
+    "count_token_sizes",
 ]
 
 
@@ -189,21 +191,21 @@ def group_tokens(word_ids: torch.Tensor, num_words: int) -> tuple[torch.Tensor, 
     return rank.gather(1, first_of_patch), is_first.sum(1)
 
 
-def keep_top_variance(variance: torch.Tensor, keep: int) -> torch.Tensor:
-    """Keep the ``keep`` patches of highest variance, in raster order; drop the others (-1).
+def keep_top_variance(variance: torch.Tensor, num_kept: int) -> torch.Tensor:
+    """Keep the ``num_kept`` patches of highest variance, in raster order; drop the others (-1).
 
     Args:
         variance: ``[B, N]``.
-        keep: patches kept per image, ``1 <= keep <= N``.
+        num_kept: patches kept per image, ``1 <= num_kept <= N``.
 
     Returns:
         ``[B, N]`` int64 ``patch_to_token``.
     """
     b, n = variance.shape
-    if not 1 <= keep <= n:
-        raise ValueError(f"keep must be between 1 and {n} patches, got {keep}")
+    if not 1 <= num_kept <= n:
+        raise ValueError(f"num_kept must be between 1 and {n} patches, got {num_kept}")
     kept = torch.zeros(b, n, dtype=torch.bool, device=variance.device)
-    top = torch.argsort(variance, dim=1, descending=True, stable=True)[:, :keep]  # ties: earlier patch wins
+    top = torch.argsort(variance, dim=1, descending=True, stable=True)[:, :num_kept]  # ties: earlier patch wins
     kept.scatter_(1, top, True)
     rank = kept.long().cumsum(1) - 1
     return torch.where(kept, rank, torch.full_like(rank, -1))
@@ -227,18 +229,22 @@ def token_attention_mask(num_tokens: torch.Tensor, length: int | None = None, pr
     return torch.cat([ones, mask], dim=1).long()
 
 
-def token_sizes(patch_to_token: torch.Tensor, num_tokens: int) -> torch.Tensor:
+def count_token_sizes(patch_to_token: torch.Tensor, length: int) -> torch.Tensor:
     """Patches per token: how many patches each token stands for (dropped patches count nowhere).
 
     Args:
-        patch_to_token: ``[B, N]`` int64, values in ``[-1, num_tokens)``.
-        num_tokens: T, the padded token length.
+        patch_to_token: ``[B, N]`` int64, values in ``[-1, length)``.
+        length: T, the padded token length.
 
     Returns:
-        ``[B, T]`` int64; 0 for padding.
+        ``[B, T]`` int64 (the batch's ``token_sizes``); 0 for padding.
     """
     b = patch_to_token.shape[0]
     # Dropped patches go to an extra slot T that is cut off afterwards.
-    index = torch.where(patch_to_token >= 0, patch_to_token, torch.full_like(patch_to_token, num_tokens))
-    sizes = torch.zeros(b, num_tokens + 1, dtype=torch.long, device=patch_to_token.device)
-    return sizes.scatter_add_(1, index, torch.ones_like(index))[:, :num_tokens]
+    index = torch.where(patch_to_token >= 0, patch_to_token, torch.full_like(patch_to_token, length))
+    sizes = torch.zeros(b, length + 1, dtype=torch.long, device=patch_to_token.device)
+    return sizes.scatter_add_(1, index, torch.ones_like(index))[:, :length]
+
+
+#: Old names (a function named like the batch key it computes).
+__getattr__ = renamed_attributes(__name__, {"token_sizes": "count_token_sizes"}, globals())

@@ -45,12 +45,12 @@ from ..vocab.vocabulary import (
     resolve_file,
 )
 from .matching import (
+    count_token_sizes,
     group_tokens,
     keep_top_variance,
     match_words,
     match_words_budget,
     token_attention_mask,
-    token_sizes,
 )
 from .spatial import split_connected
 
@@ -121,7 +121,7 @@ class _PatchTokenizer:
             "patch_to_token": patch_to_token,
             "attention_mask": token_attention_mask(num_tokens, length),
             "num_tokens": num_tokens,
-            "token_sizes": token_sizes(patch_to_token, length),
+            "token_sizes": count_token_sizes(patch_to_token, length),
             **extra,
         }
         return BatchFeature(data=data, tensor_type=return_tensors)
