@@ -147,7 +147,7 @@ def test_vwt_tome_with_a_zero_share_is_vwt(photos, sample_vocab_dir):
     model, options = _model("vit", _WORDS), {"vocab": str(sample_vocab_dir), "threshold": 0.3}
     hybrid = _run(methods.load("vwt+tome", r=0.0, **options), model, photos)
     alone = _run(methods.load("vwt", **options), model, photos)
-    assert alone.tokens_per_image.unique().numel() > 1  # merged at the input, padded
+    assert alone.sequence_lengths.unique().numel() > 1  # merged at the input, padded
     torch.testing.assert_close(hybrid.outputs.pooler_output, alone.outputs.pooler_output, **TOL)
 
 
@@ -165,7 +165,7 @@ def test_each_image_of_an_adaptive_hybrid_batch_is_itself_alone(photos, sample_v
     model = _model(family, _WORDS)
     method = methods.load("vwt+tome", vocab=str(sample_vocab_dir), threshold=0.3, connected=True, **knob)
     batch = _run(method, model, photos)
-    assert batch.tokens_per_image.unique().numel() > 1  # the input is padded
+    assert batch.sequence_lengths.unique().numel() > 1  # the input is padded
     patches = 196 + (family != "siglip")
     for i in range(len(photos)):
         alone = _run(method, model, photos[i:i + 1])
