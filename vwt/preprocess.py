@@ -41,9 +41,19 @@ def default_image_processor() -> Any:
 
 
 def load_image_processor(name_or_path: str | os.PathLike | None = None, **kwargs: Any) -> Any:
-    """A model's image processor from a hub id or local directory (PIL backend); ``None``: the default."""
+    """A model's image processor from a hub id or local directory (PIL backend); ``None``: the default.
+
+    ``timm:<model>`` or ``open_clip:<model>`` is that library's eval preprocessing, read off its
+    torchvision transform (:func:`vwt.eval_transform.eval_transform`; no weights are downloaded).
+    """
     if name_or_path is None:
         return default_image_processor()
+    from .eval_transform import eval_transform, is_eval_transform_name
+
+    if is_eval_transform_name(name_or_path):
+        if kwargs:
+            raise TypeError(f"{name_or_path} takes no processor options, got {sorted(kwargs)}")
+        return eval_transform(str(name_or_path))
     from transformers import AutoImageProcessor
 
     check_local_path(name_or_path)  # a mistyped directory is an error here, never a hub lookup
@@ -78,6 +88,10 @@ def image_processor_from_config(config: PreprocessConfig) -> Any:
     """Rebuild the recorded image processor (PIL backend), with no files and no network."""
     import transformers
 
+    from .eval_transform import EVAL_TRANSFORM_TYPE, EvalTransform
+
+    if config.processor_type == EVAL_TRANSFORM_TYPE:  # timm's or open_clip's torchvision preprocessing
+        return EvalTransform.from_dict(dict(config.processor))
     name = config.processor_type.removesuffix("Fast")
     cls = getattr(transformers, name + "Pil", None) or getattr(transformers, name, None)
     if cls is None:

@@ -34,9 +34,10 @@ def build_vocab_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--image-processor",
         default=None,
-        metavar="ID_OR_DIR",
-        help="a model's image processor (hub id or local dir); default: CLIP ViT-B/16's "
-        "(shortest side 224 bicubic, center crop 224, CLIP mean/std)",
+        metavar="ID_DIR_OR_LIBRARY:MODEL",
+        help="a model's image processor (hub id or local dir), or a timm / open_clip model's preprocessing "
+        "(timm:vit_base_patch16_224, open_clip:ViT-B-16; needs that library, downloads nothing); default: "
+        "CLIP ViT-B/16's (shortest side 224 bicubic, center crop 224, CLIP mean/std)",
     )
     parser.add_argument(
         "--patches-per-image", type=positive_int, default=None, help="patches sampled per image (default: all)"
