@@ -149,6 +149,19 @@ def test_vwt_tome_with_nothing_merged_at_the_input_is_tome_on_timm():
     assert hybrid.tokens_per_layer == tome.tokens_per_layer
 
 
+def test_every_method_binds_a_timm_model_through_the_one_call_shape():
+    import vwt.methods
+
+    model, pixels = _model("cls-registers-layerscale"), _pixels()
+    with torch.no_grad():
+        base = vwt.methods.load("base").bind(model)(pixels)
+        intra = vwt.methods.load("intra", keep=1.0).bind(model)(pixels)
+        tome = vwt.methods.load("tome", r=3).bind(model)(pixels)
+    torch.testing.assert_close(base.outputs.logits, _reference(model, pixels)["logits"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(intra.outputs.logits, base.outputs.logits, rtol=1e-5, atol=1e-5)
+    assert base.tokens_per_layer == (21, 21) and tome.tokens_per_layer == (21, 18)
+
+
 def test_torch_compile_of_a_timm_visual_word_model_gives_the_eager_outputs():
     torch._dynamo.reset()
     model = _model("cls-registers-layerscale")

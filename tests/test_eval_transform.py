@@ -80,8 +80,11 @@ def test_the_shortest_side_resize_truncates_the_long_side_and_the_recipe_round_t
     assert EvalTransform.from_dict(recipe.to_dict()).to_dict() == recipe.to_dict()
 
 
-def test_names_without_a_library_and_unknown_interpolations_are_clear_errors():
+def test_names_without_a_library_and_unknown_interpolations_are_clear_errors(monkeypatch):
     with pytest.raises(ValueError, match="timm:<model> or open_clip:<model>"):
         eval_transform("vit_base_patch16_224")
     with pytest.raises(ValueError, match="unsupported interpolation"):
         EvalTransform({"shortest_edge": 8}, None, "cubic-ish", [0], [1])
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # as where open_clip is not installed
+    with pytest.raises(ImportError, match=r"open_clip:ViT-B-16 needs open_clip \(pip install 'vwt\[open_clip\]'"):
+        eval_transform("open_clip:ViT-B-16")

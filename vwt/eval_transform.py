@@ -14,6 +14,7 @@ the model is built without weights (``pretrained=False``/``None`` on the ``meta`
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -142,14 +143,16 @@ def eval_transform(name: str) -> EvalTransform:
     if not is_eval_transform_name(name):
         raise ValueError(f"expected timm:<model> or open_clip:<model>, got {name!r}")
     library, model_name = name.split(":", 1)
+    try:
+        module = importlib.import_module(library)
+    except (ImportError, RuntimeError) as error:  # RuntimeError: torchvision next to another torch build
+        raise ImportError(f"{name} needs {library} (pip install 'vwt[{library}]'; docs/models.md says which torch "
+                          f"build torchvision needs): {error}") from error
     if library == "timm":
-        import timm
         from timm.data import create_transform, resolve_model_data_config
 
-        model = timm.create_model(model_name, pretrained=False, device="meta")  # the config only: no weights
+        model = module.create_model(model_name, pretrained=False, device="meta")  # the config only: no weights
         transform = create_transform(**resolve_model_data_config(model), is_training=False)
     else:
-        import open_clip
-
-        transform = open_clip.create_model_and_transforms(model_name, pretrained=None, device="meta")[2]
+        transform = module.create_model_and_transforms(model_name, pretrained=None, device="meta")[2]
     return _from_torchvision(transform, name)

@@ -61,8 +61,9 @@ def _bind_base(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], Met
     if options:
         raise TypeError(f"base takes no options, got {sorted(options)}")
 
-    # Models whose own forward needs text inputs run their image path through the adapter (exact).
-    needs_text = type(model).__name__ in _NEEDS_TEXT
+    # Models whose own forward needs text inputs, and timm / open_clip models (whose forward takes no
+    # pixel_values= and returns bare tensors), run their image path through the adapter (exact: tested).
+    needs_text = type(model).__name__ in _NEEDS_TEXT or type(model).__module__.startswith(("timm.", "open_clip."))
     forward = VisualWordModel(model) if needs_text else None
 
     device = next(model.parameters()).device
