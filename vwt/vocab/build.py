@@ -26,12 +26,7 @@ from ..io import atomic_directory, check_output
 from ..patches import check_patch_grid
 from ..preprocess import load_image_processor, preprocess_config
 from ..version import __version__
-from .checkpoint import (
-    CheckpointError,
-    checkpoint_path,
-    load_checkpoint,
-    save_checkpoint,
-)
+from .checkpoint import checkpoint_path
 from .data import describe_source, is_dataset_id
 from .decode import ChunkJob, ChunkResult
 from .distributed import (
@@ -43,6 +38,7 @@ from .distributed import (
     init_distributed,
 )
 from .kmeans import KMeansStream
+from .resume import COUNT_FIELDS, build_settings, restore_build, save_build
 from .stream import iter_chunks, map_chunks
 from .vocabulary import VOCABULARY_CONTENTS, VisualVocabulary
 
@@ -59,6 +55,10 @@ class BuildStats:
     num_patches: int = 0
     num_skipped: int = 0
     skipped: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """The counts a checkpoint records."""
+        return {key: getattr(self, key) for key in COUNT_FIELDS}
 
 
 @dataclass
@@ -107,40 +107,6 @@ def _rounds(context: DistContext, results: Iterator[ChunkResult], stop: _StopReq
         yield gathered, table[:, :3], bool(table[:, 4].any()), [] if result is None else result.skipped
 
 
-def _settings(data: Any, split: str, k: int, patch_size: int, patches_per_image: int | None, batch_size: int,
-              max_images: int | None, seed: int, images_per_chunk: int, world_size: int, pre: Any) -> dict[str, Any]:
-    """What a checkpoint must agree on to be resumed by this build."""
-    return {
-        "data": describe_source(data), "split": split if is_dataset_id(data) else None, "k": k,
-        "patch_size": patch_size, "patches_per_image": patches_per_image, "batch_size": batch_size,
-        "max_images": max_images, "seed": seed, "images_per_chunk": images_per_chunk, "world_size": world_size,
-        "preprocess": VocabularyConfig(k=1, patch_size=1, num_channels=len(pre.image_mean), preprocess=pre
-                                       ).to_dict()["preprocess"],
-    }
-
-
-def _restore(path: Path, settings: dict[str, Any], kmeans: KMeansStream, stats: BuildStats) -> int:
-    """Load a checkpoint into ``kmeans`` and ``stats``; return the rounds already done."""
-    arrays, state = load_checkpoint(path)
-    if state.get("settings") != settings:
-        theirs = state.get("settings") or {}
-        differ = sorted(key for key in {*settings, *theirs} if settings.get(key) != theirs.get(key))
-        raise CheckpointError(f"{path} belongs to a build with other settings ({', '.join(differ)} differ); "
-                              "rerun that build, or delete the checkpoint to start over")
-    kmeans.load_state(arrays, state["kmeans"])
-    stats.num_images, stats.num_patches, stats.num_skipped = (state["stats"][key] for key in
-                                                               ("num_images", "num_patches", "num_skipped"))
-    logger.info("resuming from %s: %d images done", path, stats.num_images)
-    return int(state["rounds"])
-
-
-def _save(path: Path, settings: dict[str, Any], kmeans: KMeansStream, stats: BuildStats, rounds: int) -> None:
-    arrays, kmeans_state = kmeans.state()
-    counts = {"num_images": stats.num_images, "num_patches": stats.num_patches, "num_skipped": stats.num_skipped}
-    save_checkpoint(path, arrays, {"settings": settings, "rounds": rounds, "stats": counts, "kmeans": kmeans_state})
-    logger.info("checkpoint: %s (%d images)", path, stats.num_images)
-
-
 def build_vocabulary(
     data: str | os.PathLike | Iterable[Any] = "sample",
     k: int = 1000,
@@ -173,6 +139,9 @@ def build_vocabulary(
     k-means on the gathered patches, in stream order (see :mod:`vwt.vocab.distributed`); rank 0 writes ``out``
     and the checkpoints, and every rank returns the vocabulary.
 
+    The steps: check the arguments, start (rank 0 checks ``out`` and restores a checkpoint), stream the
+    chunks into k-means (saving checkpoints), finish k-means, write ``out``.
+
     Args:
         data: see :func:`vwt.vocab.data.iter_images` (``"sample"``, ``"imagenet"``, a folder, a datasets id, an iterable).
         k: number of words.
@@ -203,24 +172,9 @@ def build_vocabulary(
         FileExistsError: ``out`` exists (without ``overwrite``), or a checkpoint exists (without ``resume``).
         CheckpointError: the checkpoint belongs to a build with other settings.
     """
-    for name, value in dict(k=k, batch_size=batch_size, patch_size=patch_size, patches_per_image=patches_per_image,
-                            max_images=max_images).items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    for name, value in (("k", k), ("batch_size", batch_size), ("patch_size", patch_size),
-                        ("images_per_chunk", images_per_chunk)):
-        if value < 1:
-            raise ValueError(f"{name} must be positive, got {value}")
-    for name, value in (("patches_per_image", patches_per_image), ("max_images", max_images),
-                        ("checkpoint_every", checkpoint_every)):
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be positive, got {value}")
-    if num_workers < 0:
-        raise ValueError(f"num_workers must not be negative, got {num_workers}")
-    if out is None and (checkpoint_every is not None or resume):
-        raise ValueError("checkpoint_every and resume need out: the checkpoint lives beside it")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    _check_arguments(k=k, batch_size=batch_size, patch_size=patch_size, patches_per_image=patches_per_image,
+                     max_images=max_images, images_per_chunk=images_per_chunk, checkpoint_every=checkpoint_every,
+                     num_workers=num_workers, seed=seed, needs_out=out is None and (checkpoint_every is not None or resume))
     processor = image_processor
     if processor is None or isinstance(processor, (str, os.PathLike)):
         processor = load_image_processor(processor)
@@ -228,57 +182,22 @@ def build_vocabulary(
     check_patch_grid(*pre.image_size, patch_size)
     context = init_distributed()
     try:
-        settings = _settings(data, split, k, patch_size, patches_per_image, batch_size, max_images, seed,
+        settings = build_settings(data, split, k, patch_size, patches_per_image, batch_size, max_images, seed,
                              images_per_chunk, context.world_size, pre)
-        kmeans, stats = KMeansStream(k, batch_size, seed), BuildStats()
-        ckpt = None if out is None else checkpoint_path(out)
-        rounds, error = 0, None
-        if context.is_main:
-            try:
-                rounds = _start(out, overwrite, ckpt, resume, settings, kmeans, stats)
-            except (OSError, ValueError) as err:
-                error = err
-        if not agree(context, error is None):
-            raise error or RuntimeError("rank 0 could not start the build (see its log)")
-        rounds = int(broadcast_array(context, np.array([rounds]), (1,), np.int64)[0])
+        run = _Run(context, settings, KMeansStream(k, batch_size, seed), BuildStats(),
+                   None if out is None else checkpoint_path(out))
+        run.rounds = _start(run, out, overwrite, resume)
         resize = pre.processor.get("size") if pre.processor.get("do_resize", True) else None
         job = ChunkJob(processor, patch_size, patches_per_image, seed, resize)
         chunks = iter_chunks(data, split, images_per_chunk=images_per_chunk, max_images=max_images,
-                             rank=context.rank, world_size=context.world_size, start=rounds,
+                             rank=context.rank, world_size=context.world_size, start=run.rounds,
                              dataset_kwargs=dataset_kwargs)
-        since_checkpoint = 0
-        bar = tqdm(total=max_images, initial=stats.num_images + stats.num_skipped, unit="img", desc="images",
-                   disable=not progress or not context.is_main)
-        with bar, _deferred_interrupts(ckpt is not None) as stop:
-            for patches, counts, stopping, skipped in _rounds(context, map_chunks(job, chunks, num_workers), stop):
-                for name, reason in skipped:
-                    logger.warning("skipping image %s: %s", name, reason)
-                    stats.skipped.append(name)
-                for array in patches:
-                    kmeans.add(array)
-                images, num_skipped, num_patches = (int(v) for v in counts.sum(axis=0))
-                stats.num_images += images
-                stats.num_skipped += num_skipped
-                stats.num_patches += num_patches
-                since_checkpoint += images + num_skipped
-                rounds += 1
-                bar.update(images + num_skipped)
-                bar.set_postfix(patches=stats.num_patches, skipped=stats.num_skipped)
-                due = checkpoint_every is not None and since_checkpoint >= checkpoint_every
-                if ckpt is not None and context.is_main and (due or stopping):
-                    _save(ckpt, settings, kmeans, stats, rounds)
-                    since_checkpoint = 0
-                if stopping:
-                    raise KeyboardInterrupt(f"interrupted; checkpoint saved at {ckpt}")
-        centroids = kmeans.finish() if context.is_main else None
-        if not agree(context, centroids is not None or not context.is_main):
-            raise ValueError(
-                f"not enough patches to learn {k} words: {stats.num_patches} patches from {stats.num_images} "
-                f"images ({stats.num_skipped} skipped) in {describe_source(data)!r}"
-            )
-        centroids = broadcast_array(context, centroids, (k, len(pre.image_mean) * patch_size**2), np.float32)
-        if stats.num_skipped:
-            logger.warning("skipped %d unreadable images", stats.num_skipped)
+        _stream(run, map_chunks(job, chunks, num_workers), checkpoint_every,
+                tqdm(total=max_images, initial=run.stats.num_images + run.stats.num_skipped, unit="img",
+                     desc="images", disable=not progress or not context.is_main))
+        centroids = _finish(run, data, len(pre.image_mean) * patch_size**2)
+        if run.stats.num_skipped:
+            logger.warning("skipped %d unreadable images", run.stats.num_skipped)
         config = VocabularyConfig(
             k=k,
             patch_size=patch_size,
@@ -286,9 +205,9 @@ def build_vocabulary(
             preprocess=pre,
             dataset=describe_source(data),
             split=split if is_dataset_id(data) else None,
-            num_images=stats.num_images,
-            num_patches=stats.num_patches,
-            num_skipped=stats.num_skipped,
+            num_images=run.stats.num_images,
+            num_patches=run.stats.num_patches,
+            num_skipped=run.stats.num_skipped,
             patches_per_image=patches_per_image,
             batch_size=batch_size,
             seed=seed,
@@ -296,20 +215,49 @@ def build_vocabulary(
             command=command,
         )
         vocab = VisualVocabulary(torch.from_numpy(np.array(centroids, dtype=np.float32)), config)
-        if out is not None and context.is_main:
-            with atomic_directory(out, overwrite=overwrite, contents=VOCABULARY_CONTENTS) as tmp:
-                vocab.save_pretrained(tmp)
-            if ckpt is not None:
-                ckpt.unlink(missing_ok=True)
-        agree(context, True)  # the other ranks return once rank 0 has written
+        _write(run, vocab, out, overwrite)
         return vocab
     finally:
         close_distributed(context)
 
 
-def _start(out: str | os.PathLike | None, overwrite: bool, ckpt: Path | None, resume: bool,
-           settings: dict[str, Any], kmeans: KMeansStream, stats: BuildStats) -> int:
+def _check_arguments(*, num_workers: int, seed: Any, needs_out: bool, **values: Any) -> None:
+    """Raise ``TypeError``/``ValueError`` for a bad argument, before anything is loaded or read."""
+    for name in ("k", "batch_size", "patch_size", "patches_per_image", "max_images"):
+        value = values[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    for name in ("k", "batch_size", "patch_size", "images_per_chunk"):
+        if values[name] < 1:
+            raise ValueError(f"{name} must be positive, got {values[name]}")
+    for name in ("patches_per_image", "max_images", "checkpoint_every"):
+        if values[name] is not None and values[name] < 1:
+            raise ValueError(f"{name} must be positive, got {values[name]}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must not be negative, got {num_workers}")
+    if needs_out:
+        raise ValueError("checkpoint_every and resume need out: the checkpoint lives beside it")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+
+
+@dataclass
+class _Run:
+    """What one build holds while it runs (every rank has one; only rank 0's k-means is fed)."""
+
+    context: DistContext
+    settings: dict[str, Any]
+    kmeans: KMeansStream
+    stats: BuildStats
+    # The checkpoint file (None: no ``out``, so no checkpoints).
+    checkpoint: Path | None
+    # Rounds of the stream consumed (one chunk per rank each).
+    rounds: int = 0
+
+
+def _start_main(run: _Run, out: str | os.PathLike | None, overwrite: bool, resume: bool) -> int:
     """Rank 0's checks before any data is read; the rounds a resumed checkpoint has done (else 0)."""
+    ckpt = run.checkpoint
     if out is not None:  # checked again, under the lock, when writing
         check_output(out, overwrite=overwrite, contents=VOCABULARY_CONTENTS)
     if ckpt is None or not ckpt.exists():
@@ -319,4 +267,67 @@ def _start(out: str | os.PathLike | None, overwrite: bool, ckpt: Path | None, re
     if not resume:
         raise FileExistsError(f"{ckpt} holds an interrupted build: pass resume=True (--resume) to continue it, "
                               "or delete it to start over")
-    return _restore(ckpt, settings, kmeans, stats)
+    rounds, counts = restore_build(ckpt, run.settings, run.kmeans)
+    run.stats.num_images, run.stats.num_patches, run.stats.num_skipped = (counts[key] for key in COUNT_FIELDS)
+    return rounds
+
+
+def _start(run: _Run, out: str | os.PathLike | None, overwrite: bool, resume: bool) -> int:
+    """Rank 0's start (:func:`_start_main`), its failure raised on every rank; the rounds to skip, on every rank."""
+    context, rounds, error = run.context, 0, None
+    if context.is_main:
+        try:
+            rounds = _start_main(run, out, overwrite, resume)
+        except (OSError, ValueError) as err:
+            error = err
+    if not agree(context, error is None):
+        raise error or RuntimeError("rank 0 could not start the build (see its log)")
+    return int(broadcast_array(context, np.array([rounds]), (1,), np.int64)[0])
+
+
+def _stream(run: _Run, results: Iterator[ChunkResult], checkpoint_every: int | None, bar: Any) -> None:
+    """Feed every round's patches to k-means (rank 0), count, save checkpoints when due or asked to stop."""
+    stats, since_checkpoint = run.stats, 0
+    with bar, _deferred_interrupts(run.checkpoint is not None) as stop:
+        for patches, counts, stopping, skipped in _rounds(run.context, results, stop):
+            for name, reason in skipped:
+                logger.warning("skipping image %s: %s", name, reason)
+                stats.skipped.append(name)
+            for array in patches:
+                run.kmeans.add(array)
+            images, num_skipped, num_patches = (int(v) for v in counts.sum(axis=0))
+            stats.num_images += images
+            stats.num_skipped += num_skipped
+            stats.num_patches += num_patches
+            since_checkpoint += images + num_skipped
+            run.rounds += 1
+            bar.update(images + num_skipped)
+            bar.set_postfix(patches=stats.num_patches, skipped=stats.num_skipped)
+            due = checkpoint_every is not None and since_checkpoint >= checkpoint_every
+            if run.checkpoint is not None and run.context.is_main and (due or stopping):
+                save_build(run.checkpoint, run.settings, run.kmeans, stats.counts(), run.rounds)
+                since_checkpoint = 0
+            if stopping:
+                raise KeyboardInterrupt(f"interrupted; checkpoint saved at {run.checkpoint}")
+
+
+def _finish(run: _Run, data: Any, dim: int) -> np.ndarray:
+    """The ``[k, dim]`` centroids on every rank (k-means fits its leftover patches on rank 0)."""
+    context, stats, k = run.context, run.stats, run.kmeans.k
+    centroids = run.kmeans.finish() if context.is_main else None
+    if not agree(context, centroids is not None or not context.is_main):
+        raise ValueError(
+            f"not enough patches to learn {k} words: {stats.num_patches} patches from {stats.num_images} "
+            f"images ({stats.num_skipped} skipped) in {describe_source(data)!r}"
+        )
+    return broadcast_array(context, centroids, (k, dim), np.float32)
+
+
+def _write(run: _Run, vocab: VisualVocabulary, out: str | os.PathLike | None, overwrite: bool) -> None:
+    """Rank 0 writes ``out`` atomically and deletes the checkpoint; the other ranks wait for it."""
+    if out is not None and run.context.is_main:
+        with atomic_directory(out, overwrite=overwrite, contents=VOCABULARY_CONTENTS) as tmp:
+            vocab.save_pretrained(tmp)
+        if run.checkpoint is not None:
+            run.checkpoint.unlink(missing_ok=True)
+    agree(run.context, True)  # the other ranks return once rank 0 has written
