@@ -1,5 +1,7 @@
 """vwt-convert-vocab: the reference implementation's vocab.pt to a vocabulary that tokenizes like the reference."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -111,3 +113,63 @@ def test_from_pretrained_never_reads_a_vocab_pt(vocab_pt, tmp_path, monkeypatch)
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
     with pytest.raises((FileNotFoundError, ValueError)):
         VisualWordTokenizer.from_pretrained(str(path.parent))
+
+
+@pytest.fixture()
+def random_pt(tmp_path):
+    """A small reference-style vocab.pt (random words) in its own folder, for the checks that never tokenize."""
+    words = torch.randn(6, 768, generator=torch.Generator().manual_seed(0))
+    (tmp_path / "download").mkdir()
+    path = tmp_path / "download" / "vocab.pt"
+    torch.save(words, path)
+    return path, words
+
+
+def test_convert_overwrite_onto_a_folder_of_unrelated_files_is_refused_and_keeps_them(random_pt, tmp_path, capsys):
+    path, _ = random_pt
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    assert convert_vocab_main([str(path), "--out", str(precious), "--overwrite"]) == 1
+    assert "is not a vocabulary" in capsys.readouterr().err
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_convert_overwrite_onto_the_folder_holding_its_input_is_refused_and_keeps_the_input(random_pt, capsys):
+    path, words = random_pt
+    for out in (path.parent, path.parent.parent):  # the folder of vocab.pt, and one above it
+        assert convert_vocab_main([str(path), "--out", str(out), "--overwrite"]) == 1
+        assert "holds the input" in capsys.readouterr().err
+    assert torch.equal(torch.load(path, weights_only=True), words)
+
+
+def test_convert_overwrite_replaces_a_vocabulary_or_an_empty_folder(random_pt, tmp_path):
+    path, words = random_pt
+    for out in (tmp_path / "empty", tmp_path / "vocab"):
+        out.mkdir()
+        assert convert_vocab_main([str(path), "--out", str(out)]) == 1  # exists: needs --overwrite
+        assert convert_vocab_main([str(path), "--out", str(out), "--overwrite"]) == 0
+        assert convert_vocab_main([str(path), "--out", str(out), "--overwrite"]) == 0  # a vocabulary now
+        assert torch.equal(VisualWordTokenizer.from_pretrained(out).vocabulary.centroids, words)
+
+
+def test_convert_an_expanded_tensor_of_gigabytes_is_refused_before_it_is_materialised(tmp_path, capsys):
+    path = tmp_path / "vocab.pt"
+    torch.save(torch.zeros(768).expand(2_000_000, 768), path)  # a few KB on disk, 6 GB as a tensor
+    assert path.stat().st_size < 10_000
+    assert convert_vocab_main([str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "[2000000, 768] tensor takes 6,144,000,000 bytes" in err and "--max-bytes" in err
+    assert not (tmp_path / "out").exists()
+    # The limit is adjustable: a small one refuses a small vocabulary, naming the limit.
+    torch.save(torch.zeros(4, 768), path)
+    with pytest.raises(VocabularyLoadError, match="over the limit of 1,000 bytes"):
+        convert_reference_vocab(path, max_bytes=1000)
+    assert convert_reference_vocab(path, max_bytes=path.stat().st_size).config.k == 4  # the file is above the tensor
+
+
+def test_convert_a_fifo_as_input_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "vocab.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(VocabularyLoadError, match="named pipe"):
+        convert_reference_vocab(fifo)

@@ -7,6 +7,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from . import positive_int
+
 __all__ = ["convert_vocab_parser", "main"]
 
 
@@ -29,7 +31,10 @@ def convert_vocab_parser() -> argparse.ArgumentParser:
         help="the preprocessing the words were learned in; default: the reference's ImageNet transform "
         "(256x256 bilinear, center crop 224, CLIP mean/std)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out that holds a vocabulary (or nothing)")
+    parser.add_argument("--max-bytes", type=positive_int, default=2**31, metavar="BYTES",
+                        help="the most bytes vocab.pt, or its centroids as float32, may take (2**31: 2 GiB)")
     return parser
 
 
@@ -43,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         processor = None if args.image_processor is None else load_image_processor(args.image_processor)
         vocab = convert_reference_vocab(args.vocab_pt, args.out, source=args.source, image_processor=processor,
-                                        overwrite=args.overwrite,
+                                        overwrite=args.overwrite, max_bytes=args.max_bytes,
                                         command=shlex.join(["vwt-convert-vocab", *args_list]))
     except Exception as err:  # noqa: BLE001 - one clear line
         print(f"vwt-convert-vocab: error: {type(err).__name__}: {err}", file=sys.stderr)

@@ -32,14 +32,18 @@ from typing import Any
 import torch
 
 from ..config import VocabularyConfig
-from ..io import atomic_directory
+from ..io import BadFileError, atomic_directory, check_output, check_regular_file
 from ..preprocess import preprocess_config
 from ..version import __version__
-from .vocabulary import VisualVocabulary, VocabularyLoadError
+from .vocabulary import VOCABULARY_CONTENTS, VisualVocabulary, VocabularyLoadError
 
-__all__ = ["REFERENCE_PREPROCESSING", "reference_image_processor", "load_reference_centroids", "convert_reference_vocab"]
+__all__ = ["MAX_BYTES", "REFERENCE_PREPROCESSING", "convert_reference_vocab", "load_reference_centroids",
+           "reference_image_processor"]
 
 logger = logging.getLogger(__name__)
+
+MAX_BYTES = 2**31
+"""The most bytes a ``vocab.pt`` file, or its centroids as float32, may take (2 GiB: 700,000 words of 768 values)."""
 
 REFERENCE_PREPROCESSING = (
     "torchvision Resize((256, 256)) bilinear (aspect ratio not kept), CenterCrop(224), ToTensor, "
@@ -59,8 +63,21 @@ def reference_image_processor() -> Any:
     )
 
 
-def load_reference_centroids(path: str | os.PathLike) -> torch.Tensor:
-    """``[k, D]`` float32 centroids from a reference ``vocab.pt``; anything but one 2-D float tensor is refused."""
+def load_reference_centroids(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> torch.Tensor:
+    """``[k, D]`` float32 centroids from a reference ``vocab.pt``; anything but one 2-D float tensor is refused.
+
+    Only a regular file of at most ``max_bytes`` is read, and the tensor is materialised only if its
+    ``k * D`` float32 values fit in ``max_bytes`` too (a few bytes of ``torch.save`` can describe an
+    expanded view of terabytes).
+    """
+    try:
+        check_regular_file(path)
+        size = os.stat(path).st_size
+    except (BadFileError, OSError) as err:
+        raise VocabularyLoadError(f"{path}: cannot read it ({err})") from err
+    limit = f"the limit of {max_bytes:,} bytes (max_bytes; --max-bytes raises it)"
+    if size > max_bytes:
+        raise VocabularyLoadError(f"{path}: the file is {size:,} bytes, over {limit}")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - the unpickler raises many types; name the file once
@@ -71,10 +88,21 @@ def load_reference_centroids(path: str | os.PathLike) -> torch.Tensor:
     if obj.ndim != 2 or not obj.is_floating_point():
         raise VocabularyLoadError(f"{path}: expected a 2-D float tensor of centroids, found {obj.dtype} "
                                   f"of shape {tuple(obj.shape)}")
+    if obj.numel() * 4 > max_bytes:  # before anything materialises it
+        raise VocabularyLoadError(f"{path}: a {list(obj.shape)} tensor takes {obj.numel() * 4:,} bytes as float32, "
+                                  f"over {limit}")
     centroids = obj.detach().to(torch.float32).contiguous()
     if not torch.isfinite(centroids).all():
         raise VocabularyLoadError(f"{path}: centroids contain NaN or infinite values")
     return centroids
+
+
+def _check_out(path: str | os.PathLike, out: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse an ``out`` that holds the input file, and one that ``overwrite`` may not replace, before reading."""
+    source, target = Path(path).resolve(), Path(out).resolve()
+    if target == source or target in source.parents:
+        raise ValueError(f"{out} holds the input {path}: writing there would delete it; choose another --out")
+    check_output(out, overwrite=overwrite, contents=VOCABULARY_CONTENTS)
 
 
 def convert_reference_vocab(
@@ -86,6 +114,7 @@ def convert_reference_vocab(
     num_channels: int = 3,
     overwrite: bool = False,
     command: str = "",
+    max_bytes: int = MAX_BYTES,
 ) -> VisualVocabulary:
     """A :class:`VisualVocabulary` from a reference ``vocab.pt`` (saved to ``out`` atomically if given).
 
@@ -96,10 +125,14 @@ def convert_reference_vocab(
         image_processor: the preprocessing the words were learned in; default
             :func:`reference_image_processor` (the reference's ImageNet transform).
         num_channels: image channels; the patch size follows from ``D = num_channels * p * p``.
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out`` that holds a vocabulary (or nothing); never the directory
+            that holds ``path``.
         command: the command line, for the card.
+        max_bytes: the most bytes the file, or its centroids as float32, may take.
     """
-    centroids = load_reference_centroids(path)
+    if out is not None:
+        _check_out(path, out, overwrite)
+    centroids = load_reference_centroids(path, max_bytes=max_bytes)
     k, dim = centroids.shape
     patch_size = math.isqrt(dim // num_channels)
     if num_channels * patch_size**2 != dim:
@@ -124,7 +157,7 @@ def convert_reference_vocab(
     )
     vocab = VisualVocabulary(centroids, config)
     if out is not None:
-        with atomic_directory(out, overwrite=overwrite) as tmp:
+        with atomic_directory(out, overwrite=overwrite, contents=VOCABULARY_CONTENTS) as tmp:
             vocab.save_pretrained(tmp)
     logger.info("converted %s: k=%d, patch %d", path, k, patch_size)
     return vocab
