@@ -6,7 +6,8 @@ import argparse
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import configure_logging, positive_int, seed_int
 
@@ -75,7 +76,15 @@ def build_vocab_parser() -> argparse.ArgumentParser:
         help="continue from the checkpoint beside --out (start afresh if there is none); the words equal "
         "those of an uninterrupted build",
     )
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload to this hub repo")
+    parser.add_argument(
+        "--dist-timeout",
+        type=positive_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="under torchrun: how long a rank waits for the others before every rank stops with an error",
+    )
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID",
+                        help="also upload to this hub repo (under torchrun, rank 0 alone uploads)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
@@ -87,8 +96,27 @@ def _default_out(data: str, k: int, patch_size: int) -> str:
     return f"vocab-{stem}-k{k}-p{patch_size}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``vwt-build-vocab``; returns the exit status (0 ok, 1 failure, 2 usage)."""
+def positive_float(text: str) -> float:
+    """argparse type: a positive finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _push(vocab: Any, repo_id: str) -> str:
+    return vocab.push_to_hub(repo_id)
+
+
+def main(argv: Sequence[str] | None = None, *, push: Callable[[Any, str], str] = _push) -> int:
+    """Entry point of ``vwt-build-vocab``; returns the exit status (0 ok, 1 failure, 2 usage).
+
+    ``push(vocab, repo_id)`` uploads for ``--push-to-hub`` and returns the URL (on rank 0 alone under
+    ``torchrun``); a test passes a stand-in.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_vocab_parser().parse_args(args_list)
     configure_logging(args.verbose)
@@ -115,10 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint_every=args.checkpoint_every,
             resume=args.resume,
             images_per_chunk=args.images_per_chunk,
+            dist_timeout=args.dist_timeout,
+        )
+        if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 wrote, reports and pushes
+            return 0
+        c = vocab.config
+        print(
+            f"wrote {out}: k={c.k}, patch {c.patch_size}, {c.num_patches} patches from {c.num_images} images "
+            f"({c.num_skipped} skipped)"
         )
         if args.push_to_hub:
-            url = vocab.push_to_hub(args.push_to_hub)
-            print(f"pushed to {url}")
+            print(f"pushed to {push(vocab, args.push_to_hub)}")
     except KeyboardInterrupt:
         from ..vocab.checkpoint import checkpoint_path
 
@@ -134,13 +169,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"vwt-build-vocab: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    c = vocab.config
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 wrote and reports
-        return 0
-    print(
-        f"wrote {out}: k={c.k}, patch {c.patch_size}, {c.num_patches} patches from {c.num_images} images "
-        f"({c.num_skipped} skipped)"
-    )
     return 0
 
 

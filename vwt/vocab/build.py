@@ -7,12 +7,10 @@ order), :mod:`vwt.vocab.decode` (a chunk to patches, the same in every process),
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
-import signal
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,22 +25,24 @@ from ..patches import check_patch_grid
 from ..preprocess import load_image_processor, preprocess_config
 from ..version import __version__
 from .checkpoint import checkpoint_path
-from .data import describe_source, is_dataset_id
+from .data import describe_source, is_dataset_id, source_fingerprint
 from .decode import ChunkJob, ChunkResult
 from .distributed import (
+    DEFAULT_TIMEOUT,
     DistContext,
     agree,
     broadcast_array,
+    check_same_settings,
     close_distributed,
-    gather_round,
     init_distributed,
 )
 from .kmeans import KMeansStream
-from .resume import COUNT_FIELDS, build_settings, restore_build, save_build
+from .resume import COUNT_FIELDS, BuildShape, build_settings, restore_build, save_build
+from .rounds import WorkerDiedError, deferred_interrupts, iter_rounds
 from .stream import iter_chunks, map_chunks
 from .vocabulary import VOCABULARY_CONTENTS, VisualVocabulary
 
-__all__ = ["BuildStats", "build_vocabulary"]
+__all__ = ["BuildStats", "WorkerDiedError", "build_vocabulary"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,52 +59,6 @@ class BuildStats:
     def counts(self) -> dict[str, int]:
         """The counts a checkpoint records."""
         return {key: getattr(self, key) for key in COUNT_FIELDS}
-
-
-@dataclass
-class _StopRequest:
-    requested: bool = False
-
-
-@contextlib.contextmanager
-def _deferred_interrupts(enabled: bool) -> Iterator[_StopRequest]:
-    """While the body runs, SIGINT/SIGTERM only request a stop, honoured between chunks (a second SIGINT stops now).
-
-    k-means is never interrupted halfway through a ``partial_fit``, so the saved state is consistent.
-    """
-    stop = _StopRequest()
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.requested = True
-        logger.warning("%s: saving a checkpoint after the current chunk (Ctrl-C again to stop at once)",
-                       signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _rounds(context: DistContext, results: Iterator[ChunkResult], stop: _StopRequest
-            ) -> Iterator[tuple[list[np.ndarray], np.ndarray, bool, list[tuple[str, str]]]]:
-    """Per round (one chunk per rank): ``(patches in stream order (rank 0), [W, 3] images/skipped/patches counts,
-    stop requested anywhere, this rank's skipped images)``, until every rank's share is exhausted."""
-    while True:
-        result = next(results, None)
-        empty = np.zeros((0, 0), dtype=np.float32)
-        patches = empty if result is None or not result.num_images else result.patches
-        counts = (0, 0, 0) if result is None else (result.num_images, len(result.skipped), len(patches))
-        gathered, table = gather_round(context, patches, (*counts, int(result is None), int(stop.requested)))
-        if table[:, 3].all():  # every rank exhausted
-            return
-        yield gathered, table[:, :3], bool(table[:, 4].any()), [] if result is None else result.skipped
 
 
 def build_vocabulary(
@@ -127,6 +81,7 @@ def build_vocabulary(
     checkpoint_every: int | None = None,
     resume: bool = False,
     images_per_chunk: int = 16,
+    dist_timeout: float = DEFAULT_TIMEOUT,
 ) -> VisualVocabulary:
     """Learn ``k`` visual words from a stream of images with ``MiniBatchKMeans.partial_fit``.
 
@@ -166,11 +121,17 @@ def build_vocabulary(
         resume: continue from the checkpoint beside ``out`` (a fresh start if there is none); the result is
             the vocabulary of an uninterrupted build.
         images_per_chunk: images decoded and preprocessed together (part of what a checkpoint must match).
+        dist_timeout: under ``torchrun``, seconds a rank waits for the others before every rank fails.
 
     Raises:
-        ValueError: bad arguments, or fewer usable patches than ``k`` (e.g. an empty stream).
+        ValueError: bad arguments, fewer usable patches than ``k`` (e.g. an empty stream), or ``torchrun``
+            ranks given different settings.
         FileExistsError: ``out`` exists (without ``overwrite``), or a checkpoint exists (without ``resume``).
-        CheckpointError: the checkpoint belongs to a build with other settings.
+        CheckpointError: the checkpoint is unreadable or inconsistent, or belongs to a build with other
+            settings or another source (raised before any image is read).
+        WorkerDiedError: a decoding worker process died; a checkpoint was saved (given ``out``) and
+            ``resume=True`` continues.
+        DistributedError: under ``torchrun``, another rank stalled past ``dist_timeout`` or died.
     """
     _check_arguments(k=k, batch_size=batch_size, patch_size=patch_size, patches_per_image=patches_per_image,
                      max_images=max_images, images_per_chunk=images_per_chunk, checkpoint_every=checkpoint_every,
@@ -180,13 +141,18 @@ def build_vocabulary(
         processor = load_image_processor(processor)
     pre = preprocess_config(processor)
     check_patch_grid(*pre.image_size, patch_size)
-    context = init_distributed()
+    context = init_distributed(dist_timeout)
     try:
         settings = build_settings(data, split, k, patch_size, patches_per_image, batch_size, max_images, seed,
-                             images_per_chunk, context.world_size, pre)
-        run = _Run(context, settings, KMeansStream(k, batch_size, seed), BuildStats(),
+                                  images_per_chunk, context.world_size, pre)
+        check_same_settings(context, settings)
+        grid = (pre.image_size[0] // patch_size) * (pre.image_size[1] // patch_size)
+        shape = BuildShape(k, len(pre.image_mean) * patch_size**2, batch_size, min(patches_per_image or grid, grid),
+                           images_per_chunk * context.world_size, max_images)
+        run = _Run(context, settings, shape, KMeansStream(k, batch_size, seed), BuildStats(),
                    None if out is None else checkpoint_path(out))
-        run.rounds = _start(run, out, overwrite, resume)
+        run.rounds = _start(run, out, overwrite, resume,
+                            functools.partial(source_fingerprint, data, split, max_images, dataset_kwargs))
         resize = pre.processor.get("size") if pre.processor.get("do_resize", True) else None
         job = ChunkJob(processor, patch_size, patches_per_image, seed, resize)
         chunks = iter_chunks(data, split, images_per_chunk=images_per_chunk, max_images=max_images,
@@ -195,7 +161,7 @@ def build_vocabulary(
         _stream(run, map_chunks(job, chunks, num_workers), checkpoint_every,
                 tqdm(total=max_images, initial=run.stats.num_images + run.stats.num_skipped, unit="img",
                      desc="images", disable=not progress or not context.is_main))
-        centroids = _finish(run, data, len(pre.image_mean) * patch_size**2)
+        centroids = _finish(run, data)
         if run.stats.num_skipped:
             logger.warning("skipped %d unreadable images", run.stats.num_skipped)
         config = VocabularyConfig(
@@ -247,19 +213,28 @@ class _Run:
 
     context: DistContext
     settings: dict[str, Any]
+    shape: BuildShape
     kmeans: KMeansStream
     stats: BuildStats
     # The checkpoint file (None: no ``out``, so no checkpoints).
     checkpoint: Path | None
     # Rounds of the stream consumed (one chunk per rank each).
     rounds: int = 0
+    # What identifies the images streamed (rank 0, with a checkpoint; see vwt.vocab.data.source_fingerprint).
+    source: dict[str, Any] | None = None
 
 
-def _start_main(run: _Run, out: str | os.PathLike | None, overwrite: bool, resume: bool) -> int:
-    """Rank 0's checks before any data is read; the rounds a resumed checkpoint has done (else 0)."""
+def _start_main(run: _Run, out: str | os.PathLike | None, overwrite: bool, resume: bool,
+                source: Callable[[], dict[str, Any] | None]) -> int:
+    """Rank 0's checks before any data is read; the rounds a resumed checkpoint has done (else 0).
+
+    Checking ``out`` also removes, under its lock, what a killed build left (checkpoint temporaries included).
+    """
     ckpt = run.checkpoint
     if out is not None:  # checked again, under the lock, when writing
         check_output(out, overwrite=overwrite, contents=VOCABULARY_CONTENTS)
+    if ckpt is not None:
+        run.source = source()
     if ckpt is None or not ckpt.exists():
         if resume:
             logger.info("no checkpoint at %s: starting from the beginning", ckpt)
@@ -267,18 +242,19 @@ def _start_main(run: _Run, out: str | os.PathLike | None, overwrite: bool, resum
     if not resume:
         raise FileExistsError(f"{ckpt} holds an interrupted build: pass resume=True (--resume) to continue it, "
                               "or delete it to start over")
-    rounds, counts = restore_build(ckpt, run.settings, run.kmeans)
+    rounds, counts = restore_build(ckpt, run.settings, run.source, run.shape, run.kmeans)
     run.stats.num_images, run.stats.num_patches, run.stats.num_skipped = (counts[key] for key in COUNT_FIELDS)
     return rounds
 
 
-def _start(run: _Run, out: str | os.PathLike | None, overwrite: bool, resume: bool) -> int:
+def _start(run: _Run, out: str | os.PathLike | None, overwrite: bool, resume: bool,
+           source: Callable[[], dict[str, Any] | None]) -> int:
     """Rank 0's start (:func:`_start_main`), its failure raised on every rank; the rounds to skip, on every rank."""
     context, rounds, error = run.context, 0, None
     if context.is_main:
         try:
-            rounds = _start_main(run, out, overwrite, resume)
-        except (OSError, ValueError) as err:
+            rounds = _start_main(run, out, overwrite, resume, source)
+        except Exception as err:  # noqa: BLE001 - raised on every rank below
             error = err
     if not agree(context, error is None):
         raise error or RuntimeError("rank 0 could not start the build (see its log)")
@@ -286,32 +262,48 @@ def _start(run: _Run, out: str | os.PathLike | None, overwrite: bool, resume: bo
 
 
 def _stream(run: _Run, results: Iterator[ChunkResult], checkpoint_every: int | None, bar: Any) -> None:
-    """Feed every round's patches to k-means (rank 0), count, save checkpoints when due or asked to stop."""
-    stats, since_checkpoint = run.stats, 0
-    with bar, _deferred_interrupts(run.checkpoint is not None) as stop:
-        for patches, counts, stopping, skipped in _rounds(run.context, results, stop):
-            for name, reason in skipped:
-                logger.warning("skipping image %s: %s", name, reason)
-                stats.skipped.append(name)
-            for array in patches:
-                run.kmeans.add(array)
-            images, num_skipped, num_patches = (int(v) for v in counts.sum(axis=0))
-            stats.num_images += images
-            stats.num_skipped += num_skipped
-            stats.num_patches += num_patches
-            since_checkpoint += images + num_skipped
-            run.rounds += 1
-            bar.update(images + num_skipped)
-            bar.set_postfix(patches=stats.num_patches, skipped=stats.num_skipped)
-            due = checkpoint_every is not None and since_checkpoint >= checkpoint_every
-            if run.checkpoint is not None and run.context.is_main and (due or stopping):
-                save_build(run.checkpoint, run.settings, run.kmeans, stats.counts(), run.rounds)
-                since_checkpoint = 0
-            if stopping:
-                raise KeyboardInterrupt(f"interrupted; checkpoint saved at {run.checkpoint}")
+    """Feed every round's patches to k-means (rank 0), count, save checkpoints when due, asked to stop, or when a
+    decoding worker died (the state in this process is intact: nothing is lost)."""
+    with bar, deferred_interrupts(run.checkpoint is not None) as stop:
+        since_checkpoint = 0
+        try:
+            for patches, counts, stopping, skipped in iter_rounds(run.context, results, stop):
+                since_checkpoint += _add_round(run, patches, counts, skipped, bar)
+                due = checkpoint_every is not None and since_checkpoint >= checkpoint_every
+                if run.checkpoint is not None and run.context.is_main and (due or stopping):
+                    save_build(run.checkpoint, run.settings, run.source, run.kmeans, run.stats.counts(), run.rounds)
+                    since_checkpoint = 0
+                if stopping:
+                    raise KeyboardInterrupt(f"interrupted; checkpoint saved at {run.checkpoint}")
+        except WorkerDiedError as err:
+            if run.checkpoint is None:
+                raise WorkerDiedError(f"{err}; nothing was saved (a checkpoint needs out)") from None
+            if run.context.is_main:
+                save_build(run.checkpoint, run.settings, run.source, run.kmeans, run.stats.counts(), run.rounds)
+            raise WorkerDiedError(f"{err}; checkpoint saved at {run.checkpoint} after {run.stats.num_images} images: "
+                                  "rerun the same build with resume=True (--resume) to continue") from None
 
 
-def _finish(run: _Run, data: Any, dim: int) -> np.ndarray:
+def _add_round(run: _Run, patches: list[np.ndarray], counts: np.ndarray, skipped: list[tuple[str, str]],
+               bar: Any) -> int:
+    """Feed one round to k-means and the counts; return the images it read (skipped ones included)."""
+    stats = run.stats
+    for name, reason in skipped:
+        logger.warning("skipping image %s: %s", name, reason)
+        stats.skipped.append(name)
+    for array in patches:
+        run.kmeans.add(array)
+    images, num_skipped, num_patches = (int(v) for v in counts.sum(axis=0))
+    stats.num_images += images
+    stats.num_skipped += num_skipped
+    stats.num_patches += num_patches
+    run.rounds += 1
+    bar.update(images + num_skipped)
+    bar.set_postfix(patches=stats.num_patches, skipped=stats.num_skipped)
+    return images + num_skipped
+
+
+def _finish(run: _Run, data: Any) -> np.ndarray:
     """The ``[k, dim]`` centroids on every rank (k-means fits its leftover patches on rank 0)."""
     context, stats, k = run.context, run.stats, run.kmeans.k
     centroids = run.kmeans.finish() if context.is_main else None
@@ -320,7 +312,7 @@ def _finish(run: _Run, data: Any, dim: int) -> np.ndarray:
             f"not enough patches to learn {k} words: {stats.num_patches} patches from {stats.num_images} "
             f"images ({stats.num_skipped} skipped) in {describe_source(data)!r}"
         )
-    return broadcast_array(context, centroids, (k, dim), np.float32)
+    return broadcast_array(context, centroids, (k, run.shape.dim), np.float32)
 
 
 def _write(run: _Run, vocab: VisualVocabulary, out: str | os.PathLike | None, overwrite: bool) -> None:

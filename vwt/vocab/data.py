@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -20,6 +22,8 @@ __all__ = [
     "iter_images",
     "is_dataset_id",
     "describe_source",
+    "folder_files",
+    "source_fingerprint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,11 +88,16 @@ def sample_images() -> list[tuple[str, Any]]:
     return images
 
 
+def folder_files(root: str | os.PathLike) -> list[Path]:
+    """The image files under ``root`` (recursively, by extension), sorted: the order a folder is streamed in."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def _iter_folder(root: Path, decode: bool = True) -> Iterator[ImageRecord]:
     from PIL import Image
 
     oversized = Image.DecompressionBombError  # over Pillow's pixel limit: skipped like any unreadable file
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = folder_files(root)
     if not files:
         logger.warning("no image files (%s) under %s", ", ".join(sorted(IMAGE_EXTENSIONS)), root)
     for path in files:
@@ -150,6 +159,33 @@ def describe_source(data: str | os.PathLike | Iterable[Any]) -> str:
     if isinstance(data, (str, os.PathLike)):
         return str(data)
     return "iterable"
+
+
+def source_fingerprint(data: str | os.PathLike | Iterable[Any], split: str = "train", max_images: int | None = None,
+                       dataset_kwargs: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """What identifies the images a build streams, for a checkpoint to check that a resume streams the same.
+
+    A folder: its image files in stream order (the first ``max_images``), each with its size and
+    modification time, as a count and a SHA-256. A ``datasets`` id: the id, split, config (``name``),
+    ``revision``, ``data_dir`` and ``data_files`` as given. ``"sample"``: the names of the photos.
+    An iterable: ``None`` (it cannot be identified; resuming it is the caller's responsibility).
+    """
+    if not isinstance(data, (str, os.PathLike)):
+        return None
+    if str(data) == "sample":
+        return {"kind": "sample", "images": list(SAMPLE_IMAGE_NAMES)}
+    path = Path(data).expanduser()
+    if path.is_dir():
+        files = folder_files(path)[:max_images]
+        digest = hashlib.sha256()
+        for file in files:
+            info = file.stat()
+            digest.update(f"{file.relative_to(path)}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
+        return {"kind": "folder", "files": len(files), "sha256": digest.hexdigest()}
+    kwargs = dataset_kwargs or {}
+    given = {key: kwargs.get(key) for key in ("name", "revision", "data_dir", "data_files")}
+    return {"kind": "dataset", "id": DATASET_ALIASES.get(str(data), str(data)), "split": split,
+            **json.loads(json.dumps(given, default=str))}
 
 
 def is_dataset_id(data: Any) -> bool:

@@ -7,14 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import CheckpointError
+__all__ = ["KMEANS_SCALARS", "KMeansStream"]
 
-__all__ = ["KMeansStream"]
-
-# MiniBatchKMeans attributes that partial_fit reads on its next call (scikit-learn 1.4 - 1.9), besides the arrays.
-_SCALARS = ("n_steps_", "_n_since_last_reassign", "_batch_size", "_init_size", "_tol", "_n_init",
-            "n_features_in_", "_n_features_out")
-
+KMEANS_SCALARS = ("n_steps_", "_n_since_last_reassign", "_batch_size", "_init_size", "_tol", "_n_init",
+                  "n_features_in_", "_n_features_out")
+"""MiniBatchKMeans attributes that partial_fit reads on its next call (scikit-learn 1.4 - 1.9), besides the
+arrays: the only attributes a checkpoint restores."""
 
 
 def _new_kmeans(k: int, batch_size: int, seed: int, init: np.ndarray) -> Any:
@@ -80,12 +78,17 @@ class KMeansStream:
         km = self.kmeans
         name, keys, pos, has_gauss, cached = km._random_state.get_state()
         arrays |= {"cluster_centers": km.cluster_centers_, "counts": km._counts, "random_state_keys": keys}
-        scalars = {name_: getattr(km, name_) for name_ in _SCALARS}
+        scalars = {name_: getattr(km, name_) for name_ in KMEANS_SCALARS}
         rng = {"name": name, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-        return arrays, {"fitted": True, "scalars": {k: getattr(v, "item", lambda: v)() for k, v in scalars.items()}, "random_state": rng}
+        scalars = {key: value.item() if isinstance(value, np.generic) else value for key, value in scalars.items()}
+        return arrays, {"fitted": True, "scalars": scalars, "random_state": rng}
 
     def load_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
-        """Restore :meth:`state` into this stream (the MiniBatchKMeans from its arrays, not from a pickle)."""
+        """Restore :meth:`state` into this stream (the MiniBatchKMeans from its arrays, not from a pickle).
+
+        The state must have been checked first (:func:`vwt.vocab.resume.check_state`); only the attributes
+        named in :data:`KMEANS_SCALARS` are set.
+        """
         self.buffer = [arrays["buffer"]] if "buffer" in arrays else []
         if not state["fitted"]:
             self.kmeans = None
@@ -93,13 +96,11 @@ class KMeansStream:
         from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
         centers = arrays["cluster_centers"]
-        if centers.shape[0] != self.k:
-            raise CheckpointError(f"checkpoint has {centers.shape[0]} centroids, the build asks for k={self.k}")
         km = _new_kmeans(self.k, self.batch_size, self.seed, centers.copy())
         km.cluster_centers_ = centers.copy()
         km._counts = arrays["counts"].copy()
-        for name, value in state["scalars"].items():
-            setattr(km, name, value)
+        for name in KMEANS_SCALARS:
+            setattr(km, name, state["scalars"][name])
         km._n_threads = _openmp_effective_n_threads()
         rng = state["random_state"]
         km._random_state = np.random.RandomState()
