@@ -28,7 +28,7 @@ DEFAULT_TIMEOUT = 600.0
 """Seconds a rank waits for the others in one collective before the build fails (torch's own default is 30 min).
 
 It must cover the longest step one rank takes alone while the others wait: rank 0's k-means++ seeding
-(about a minute for k = 10,000), a checkpoint, writing the vocabulary.
+(which grows with k), a checkpoint, writing the vocabulary.
 """
 
 
