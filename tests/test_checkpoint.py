@@ -91,6 +91,7 @@ TAMPERINGS = {
                                    "kmeans.scalars.n_steps_: 50 steps"),
     "a_random_state_of_another_generator": (lambda a, s: s["kmeans"]["random_state"].__setitem__("name", "PCG64"),
                                             "kmeans.random_state.name"),
+    "a_source_that_is_not_an_object": (lambda a, s: s.__setitem__("source", "folder"), "source: the images of"),
     "an_unknown_array": (lambda a, s: a.__setitem__("labels", np.zeros(3, np.int64)), "labels: unexpected array"),
 }
 

@@ -51,6 +51,7 @@ class DistContext:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0 (which runs k-means and writes)."""
         return self.rank == 0
 
 

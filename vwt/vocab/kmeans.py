@@ -40,6 +40,7 @@ class KMeansStream:
 
     @property
     def buffered(self) -> int:
+        """Patches waiting for the next ``partial_fit``."""
         return sum(len(b) for b in self.buffer)
 
     def _fit(self, patches: np.ndarray) -> None:

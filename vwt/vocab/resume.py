@@ -150,7 +150,8 @@ def check_state(path: Path, header: Header, state: dict[str, Any], settings: dic
         raise CheckpointError(f"{path} belongs to a build with other settings ({', '.join(differ)} differ); "
                               "rerun that build, or delete the checkpoint to start over")
     if state["source"] != source:
-        then, now = state["source"] or {}, source or {}
+        then = state["source"] if isinstance(state["source"], dict) else {}
+        now = source or {}
         counts = f" ({then.get('files')} files then, {now.get('files')} now)" if "files" in then else ""
         field.fail("source", f"the images of {settings['data']!r} changed since this checkpoint was written{counts}, "
                              "so resuming would mix two streams; to start afresh, delete the checkpoint and run "
@@ -161,7 +162,7 @@ def check_state(path: Path, header: Header, state: dict[str, Any], settings: dic
         field.fail("stats.num_patches", f"{patches} patches from {images} images, but each image gives "
                                         f"{shape.patches_per_image}")
     seen = images + skipped
-    rounds = field.integer(state["rounds"], "rounds", min(seen, 1) if seen else 0, seen)
+    rounds = field.integer(state["rounds"], "rounds", int(seen > 0), seen)  # a round reads at least one image
     if seen > rounds * shape.images_per_round:
         field.fail("rounds", f"{rounds} rounds of at most {shape.images_per_round} images cannot have read {seen}")
     limit = min(shape.max_images or math.inf, (source or {}).get("files", math.inf))
