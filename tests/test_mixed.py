@@ -98,7 +98,7 @@ def test_the_mixed_sweep_adds_adaptive_configurations():
 
 
 def test_the_frontier_command_reports_the_mixed_set_with_a_histogram_by_source(tmp_path, monkeypatch):
-    few = {source: members[:4] for source, members in mixed.mixed_items().items()}
+    few = {source: members[:2] for source, members in mixed.mixed_items().items()}
     monkeypatch.setattr(mixed, "mixed_items", lambda: few)  # a few real files of every installed source
     torch.manual_seed(0)
     config = ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -106,9 +106,8 @@ def test_the_frontier_command_reports_the_mixed_set_with_a_histogram_by_source(t
     ViTModel(config).eval().save_pretrained(tmp_path / "tiny")
     out = tmp_path / "frontier"
     status = main(["--frontier", "--sets", "mixed", "--model", str(tmp_path / "tiny"), "--out", str(out), "--k", "8",
-                   "--batch-sizes", "1", "2", "--repeats", "1", "--threads", "1", "--no-progress", "--no-probe",
-                   "--methods", "base", "tome:r=4", "tome:r=8",
-                   "vwt:vocab=heldout,threshold=0.3,connected=true",
+                   "--batch-sizes", "1", "--repeats", "1", "--threads", "1", "--no-progress", "--no-probe",
+                   "--methods", "base", "tome:r=8", "vwt:vocab=heldout,threshold=0.3,connected=true",
                    "vwt+tome:vocab=heldout,threshold=0.3,connected=true,r=0.1"])
     assert status == 0
     results = json.loads((out / "results-mixed.json").read_text())
