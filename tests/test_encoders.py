@@ -104,7 +104,7 @@ def test_clip_zero_shot_logits_reproduce_clip_model_forward():
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize("batching", ["pad", "bucket", "pack"])
+@pytest.mark.parametrize("batching", BATCHING)
 def test_in_a_batch_each_image_gets_its_own_result_whatever_the_batching(name, attn, batching):
     model, pixels = _model(name, attn), _pixels()
     tokenizer = VisualWordTokenizer(_vocab(), threshold=0.1)
@@ -288,7 +288,7 @@ def test_no_attention_mask_at_all_when_nothing_is_padded_or_merged():
         with torch.no_grad():
             VisualWordModel(model)(pixel_values=pixels)
             VisualWordModel(model)(IntraImageTokenizer(1.0, P)(pixel_values=pixels))
-            VisualWordModel(model)(_merged_batch())
+            VisualWordModel(model, batching="pad")(_merged_batch())
     finally:
         hook.remove()
     assert masks[0] is None and masks[1] is None
@@ -353,3 +353,16 @@ def test_torch_compile_of_the_wrapper_and_of_the_model_give_the_same_outputs():
         assert list(of_compiled.state_dict()) == ["model." + key for key in model.state_dict()]
         torch.testing.assert_close(of_compiled(batch).pooler_output, expected["batch"], rtol=1e-5, atol=1e-5)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", ["clip-vision", "dinov2"])
+def test_ragged_batches_through_flex_attention_give_each_image_its_own_result(name):
+    """The compiled FlexAttention kernel (document block mask, log(size) as score_mod) in the real layer stack."""
+    model, pixels = _model(name, "sdpa"), _pixels()
+    tokenizer = VisualWordTokenizer(_vocab(), threshold=0.1)
+    batch = tokenizer(pixel_values=pixels)
+    with torch.no_grad():
+        together = VisualWordModel(model, batching="ragged", attention_kernel="flex")(batch).last_hidden_state
+        for i in range(len(pixels)):
+            alone = _call(model, tokenizer(pixel_values=pixels[i : i + 1]), "pad").last_hidden_state
+            torch.testing.assert_close(together[i : i + 1, : alone.shape[1]], alone, rtol=1e-5, atol=1e-5)

@@ -4,6 +4,10 @@ Round ``r`` runs the batches in order and, for each batch, every method, startin
 (the order rotates so no method always runs right after another). A method's time in a round is the sum
 over the round's batches; reported figures are medians over rounds, and ratios are medians of the
 per-round ratios (paired: a slow round slows base and method alike).
+
+Every call is timed twice: wall time (``time.perf_counter``) and the calling thread's CPU time
+(``time.thread_time``). With ``torch.set_num_threads(1)`` the CPU work runs on the calling thread, so
+its CPU time is what the call itself cost, whatever else the (shared) machine runs meanwhile.
 """
 
 from __future__ import annotations
@@ -31,16 +35,22 @@ def synchronize(device: torch.device | str) -> None:
 class RoundTimes:
     """What the timed rounds measured, per method label."""
 
-    # Seconds per round (summed over the round's batches).
+    # Wall seconds per round (summed over the round's batches).
     seconds: dict[str, list[float]] = field(default_factory=dict)
     # Joules per round, or None per round where no energy counter is readable.
     joules: dict[str, list[float | None]] = field(default_factory=dict)
     # Images processed per round (the batches' sizes summed; images may repeat to fill a batch).
     images_per_round: int = 0
+    # Thread CPU seconds per round (``time.thread_time``; the work itself with one intra-op thread).
+    cpu_seconds: dict[str, list[float]] = field(default_factory=dict)
 
     def seconds_per_image(self, label: str) -> float:
         """Median over rounds of the mean seconds per image."""
         return statistics.median(self.seconds[label]) / self.images_per_round
+
+    def cpu_seconds_per_image(self, label: str) -> float:
+        """Median over rounds of the mean thread CPU seconds per image."""
+        return statistics.median(self.cpu_seconds[label]) / self.images_per_round
 
     def joules_per_image(self, label: str) -> float | None:
         values = self.joules.get(label, [])
@@ -75,22 +85,24 @@ def interleaved_rounds(calls: Mapping[str, Callable[[torch.Tensor], Any]], batch
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     labels = list(calls)
     result = RoundTimes({label: [] for label in labels}, {label: [] for label in labels},
-                        sum(len(b) for b in batches))
+                        sum(len(b) for b in batches), {label: [] for label in labels})
     measure_energy = energy is not None and energy.available
     for index in range(warmup + repeats):
         timed = index >= warmup
         shift = index % len(labels)
         order = labels[shift:] + labels[:shift]
         seconds = dict.fromkeys(labels, 0.0)
+        cpu = dict.fromkeys(labels, 0.0)
         joules: dict[str, float | None] = dict.fromkeys(labels, 0.0 if measure_energy else None)
         for batch in batches:
             for label in order:
                 synchronize(device)
                 before = energy.read() if timed and measure_energy else None
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.thread_time()
                 calls[label](batch)
                 synchronize(device)
                 seconds[label] += time.perf_counter() - start
+                cpu[label] += time.thread_time() - start_cpu
                 if before is not None:
                     after = energy.read()
                     delta = energy.delta(before, after) if after is not None else None
@@ -100,5 +112,6 @@ def interleaved_rounds(calls: Mapping[str, Callable[[torch.Tensor], Any]], batch
         if timed:
             for label in labels:
                 result.seconds[label].append(seconds[label])
+                result.cpu_seconds[label].append(cpu[label])
                 result.joules[label].append(joules[label])
     return result

@@ -98,7 +98,8 @@ def onnx(model: nn.Module | Any, path: str | os.PathLike, example_batch: Mapping
 
     Args:
         model: a supported Hugging Face model, or a ``VisualWordModel`` around one (its batching must be
-            ``"pad"``: bucketing and packing plan on the data, which a static graph cannot).
+            ``"auto"``, which runs ``"pad"`` while tracing, or ``"pad"``: bucketing, packing and ragged
+            batches plan on the data, which a static graph cannot).
         path: the ``.onnx`` file to write.
         example_batch: a tokenizer's output to trace with; a batch of 1 is repeated to 2 images, since the
             exporter would otherwise fix the batch axis to 1.
@@ -110,8 +111,8 @@ def onnx(model: nn.Module | Any, path: str | os.PathLike, example_batch: Mapping
         The graph's output names, in order.
     """
     wrapped = _as_wrapped(model)
-    if getattr(wrapped, "batching", "pad") != "pad":
-        raise ValueError(f"only batching='pad' exports to a static graph, got {wrapped.batching!r}")
+    if getattr(wrapped, "batching", "pad") not in ("auto", "pad"):
+        raise ValueError(f"only batching='pad' (or 'auto') exports to a static graph, got {wrapped.batching!r}")
     input_names = [name for name in ONNX_INPUTS if example_batch.get(name) is not None]
     if input_names[:3] != list(ONNX_INPUTS[:3]):
         raise ValueError(f"the example batch needs {', '.join(ONNX_INPUTS[:3])}; it has {sorted(example_batch)}")

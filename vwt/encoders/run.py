@@ -16,8 +16,17 @@ from transformers.masking_utils import (
 
 from ..tokenize.matching import count_token_sizes, token_attention_mask
 from ..validate import check_pixel_values, check_tokens
+from .attention import KERNELS, attention_kernel
 from .base import EncoderAdapter, adapter_for
-from .batching import BATCHING, pack, plan_buckets, plan_packing, unpack
+from .batching import (
+    BATCHING,
+    choose_batching,
+    pack,
+    plan_buckets,
+    plan_packing,
+    unpack,
+)
+from .layers import run_ragged_layers
 from .linear import merged_linear_embedding
 from .masks import (
     attention_bias,
@@ -28,6 +37,7 @@ from .masks import (
     with_prefix_sizes,
 )
 from .merge import merge_tokens
+from .ragged import ragged_layout
 
 __all__ = ["VisualWordModel", "TokenSequence", "encode", "embed_tokens", "check_batch", "check_pixels", "run_layers"]
 
@@ -167,18 +177,29 @@ class VisualWordModel(nn.Module):
     Example::
 
         batch = tokenizer(images)
-        outputs = VisualWordModel(model, batching="pack")(**batch)  # or (batch)
+        outputs = VisualWordModel(model)(**batch)  # or (batch); batching="auto"
     """
 
-    def __init__(self, model: nn.Module, batching: str = "pad", num_buckets: int = 4,
-                 pack_capacity: int | None = None, proportional_attention: bool | float = True) -> None:
+    def __init__(self, model: nn.Module, batching: str = "auto", num_buckets: int = 4,
+                 pack_capacity: int | None = None, proportional_attention: bool | float = True,
+                 attention_kernel: str = "auto") -> None:
         super().__init__()
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
+        if attention_kernel not in KERNELS:
+            raise ValueError(f"attention_kernel must be one of {', '.join(KERNELS)}, got {attention_kernel!r}")
         original, compiler = _unwrap_compiled(model)
         self.adapter = adapter_for(original)
         self.model = self.adapter.model  # the submodule: .to(), .eval(), state_dict() reach it
+        try:  # the pieces of each layer, for "ragged" (None: the adapter cannot drive its layers step by step)
+            self._parts = tuple(self.adapter.layer_parts(layer) for layer in self.adapter.layers)
+        except (TypeError, AttributeError):
+            self._parts = None
+        if batching == "ragged" and self._parts is None:
+            raise ValueError(f"batching='ragged' drives each layer from its parts, which the adapter of "
+                             f"{type(self.model).__name__} does not expose: use 'auto', 'pad', 'bucket' or 'pack'")
         self.batching = batching
+        self.attention_kernel = attention_kernel
         self.num_buckets = num_buckets
         self.pack_capacity = pack_capacity
         strength = float(proportional_attention)
@@ -222,14 +243,32 @@ class VisualWordModel(nn.Module):
             mask_4d = attention_bias(segment_allowed(segment), packed_sizes, hidden.dtype)
         return unpack(self._run_layers(self.adapter.layers, packed, mask_4d), lengths, plan, hidden.shape[1])
 
+    def _ragged_layers(self, hidden: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None) -> torch.Tensor:
+        training = any(parts.attention.training and parts.attention_dropout for parts in self._parts)
+        kernel = attention_kernel(self.attention_kernel, hidden.device,
+                                  max(parts.attention_dropout for parts in self._parts) if training else 0.0)
+        key_bias = None if sizes is None else sizes.clamp_min(1).to(torch.float32).log()
+        return run_ragged_layers(self._parts, hidden, ragged_layout(mask), key_bias, kernel)
+
+    def batching_for(self, lengths: torch.Tensor) -> tuple[str, int]:
+        """The mode a batch of these ``[B]`` lengths (CLS included) runs, and its number of buckets:
+        :attr:`batching` and :attr:`num_buckets`, or for ``"auto"`` what
+        :func:`~vwt.encoders.batching.choose_batching` picks."""
+        if self.batching != "auto":
+            return self.batching, self.num_buckets
+        return choose_batching(lengths, next(self.model.parameters()).device, ragged=self._parts is not None)
+
     def _layers(self, tokens: TokenSequence) -> torch.Tensor:
         """The model's layers on the embedded tokens, batched as configured: ``[B, S, D]``."""
         hidden, mask, sizes = tokens.hidden, tokens.mask, tokens.sizes
-        if self.batching == "pack" and len(hidden) > 1:
+        batching, num_buckets = self.batching_for(mask.sum(1))
+        if batching == "ragged" and len(hidden) > 1:
+            return self._ragged_layers(hidden, mask, sizes)
+        if batching == "pack" and len(hidden) > 1:
             return self._packed_layers(hidden, mask, sizes, tokens.num_patches)
-        if self.batching == "bucket" and len(hidden) > 1:
+        if batching == "bucket" and len(hidden) > 1:
             out = torch.zeros_like(hidden)
-            for index in plan_buckets(mask.sum(1), self.num_buckets):
+            for index in plan_buckets(mask.sum(1), num_buckets):
                 width = int(mask[index].sum(1).max())
                 out[index, :width] = self._padded_layers(hidden[index, :width], mask[index, :width],
                                                          None if sizes is None else sizes[index, :width])
@@ -342,5 +381,5 @@ def _inputs(pixel_values: Any = None, patch_to_token: Any = None, attention_mask
 
 
 def encode(model: nn.Module, batch: Mapping[str, Any], **kwargs: Any) -> Any:
-    """Shorthand for ``VisualWordModel(model)(batch, **kwargs)``."""
+    """Shorthand for ``VisualWordModel(model)(batch, **kwargs)`` (``batching="auto"``)."""
     return VisualWordModel(model)(batch, **kwargs)

@@ -90,8 +90,9 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
         batch = tokenizer(pixel_values=pixel_values)
         outputs = wrapped(batch)
         lengths = batch["num_tokens"] + prefix
-        length = processed_length(lengths, batching, capacity=wrapped.pack_capacity or _full_length(model, pixel_values),
-                                  num_buckets=wrapped.num_buckets)
+        mode, num_buckets = wrapped.batching_for(lengths)
+        length = processed_length(lengths, mode, capacity=wrapped.pack_capacity or _full_length(model, pixel_values),
+                                  num_buckets=num_buckets)
         return MethodResult(outputs, (length,) * _num_layers(model), lengths,
                             token_sizes=with_prefix_sizes(batch["token_sizes"], prefix))
 
@@ -125,14 +126,14 @@ def visual_word_tokenizer(model: nn.Module, vocab: Any, threshold: float | None 
     return tokenizer
 
 
-def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None, batching: str = "pad",
+def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None, batching: str = "auto",
               proportional_attention: bool | float = True, max_tokens: int | None = None,
               keep: float | None = None, connected: bool | None = None) -> Callable[[torch.Tensor], MethodResult]:
     tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected)
     return _bind_tokenizer(model, tokenizer, batching, proportional_attention)
 
 
-def _bind_intra(model: nn.Module, keep: int | float = 0.5, batching: str = "pad",
+def _bind_intra(model: nn.Module, keep: int | float = 0.5, batching: str = "auto",
                 proportional_attention: bool | float = True) -> Callable[[torch.Tensor], MethodResult]:
     from ..tokenize.tokenizer import IntraImageTokenizer
 
@@ -220,8 +221,8 @@ def load(name: str, **options: Any) -> Method:
             ``keep=``, ``connected=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=``,
             ``batching=``, ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``); ``vwt+tome`` (the
             ``vwt`` tokenizer's options and ToMe's, see :func:`vwt.methods.hybrids.bind_vwt_tome`); ``dynamicvit``
-            (``predictor=`` directory, or ``keep=`` for an untrained predictor); ``q8``. ``batching`` is ``pad``,
-            ``bucket`` or ``pack`` (see :class:`vwt.encoders.VisualWordModel`).
+            (``predictor=`` directory, or ``keep=`` for an untrained predictor); ``q8``. ``batching`` is ``auto`` (the
+            default), ``pad``, ``bucket``, ``pack`` or ``ragged`` (see :class:`vwt.encoders.VisualWordModel`).
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")

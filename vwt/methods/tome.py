@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._lazy import renamed_attributes
+from ..encoders.attention import sized_attention
 from ..encoders.base import LayerParts, adapter_for
+from ..encoders.layers import attention_block, mlp_block
 from ..encoders.run import check_pixels
 from .adaptive import adaptive_soft_matching
 from .result import MethodResult
@@ -153,7 +155,8 @@ def merge_source(merge: Merge, source: torch.Tensor) -> torch.Tensor:
 
 def attend_proportionally(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, size: torch.Tensor | None,
                           scale: float, dropout_p: float = 0.0) -> torch.Tensor:
-    """``softmax(q kᵀ · scale + log size_key) v``.
+    """``softmax(q kᵀ · scale + log size_key) v``, through :func:`vwt.encoders.attention.sized_attention`
+    (FlexAttention with ``log(size)`` as a ``score_mod`` on CUDA, SDPA with it as a float bias on CPU).
 
     Args:
         q, k, v: ``[B, H, N, d]``; size: ``[B, N, 1]`` or None (plain attention).
@@ -161,8 +164,8 @@ def attend_proportionally(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, siz
     Returns:
         ``[B, H, N, d]``.
     """
-    bias = None if size is None else size.log().to(q.dtype)[:, None, None, :, 0]  # [B, 1, 1, N]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+    bias = None if size is None else size[..., 0].float().log()  # [B, N]; size 0 (padding): -inf
+    return sized_attention(q, k, v, bias, scale, dropout_p)
 
 
 def schedule_r(r: int | float | Sequence[int], num_layers: int, schedule: str = "constant",
@@ -264,15 +267,10 @@ def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: t
     An int ``r`` merges ``r`` tokens of every image; a float ``r`` (a share) or a ``similarity`` merges a
     count per image and returns the batch padded, padding last (:func:`~vwt.methods.adaptive.adaptive_soft_matching`).
     """
-    b, n, _ = x.shape
-    h = parts.norm1(x)
-    q, k, v = (proj(h).view(b, n, parts.num_heads, parts.head_dim).transpose(1, 2) for proj in (parts.q, parts.k, parts.v))
-    p = parts.attention_dropout if parts.attention.training else 0.0
-    h = attend_proportionally(q, k, v, size if proportional else None, parts.scale, p)
-    h = parts.out(h.transpose(1, 2).reshape(b, n, -1))
-    for module in (parts.scale1, parts.residual_dropout):
-        h = h if module is None else module(h)
-    x = x + h
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout_p: float) -> torch.Tensor:
+        return attend_proportionally(q, k, v, size if proportional else None, scale, dropout_p)
+
+    x, k = attention_block(parts, x, attend)
     if similarity is not None or (isinstance(r, float) and r > 0):
         merge, _ = adaptive_soft_matching(k.mean(dim=1), fraction=None if similarity is not None else r,
                                           similarity=similarity, protect_cls=protect_cls, valid=size[..., 0] > 0)
@@ -282,10 +280,7 @@ def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: t
         merge, _ = bipartite_soft_matching(k.mean(dim=1), r, protect_cls, size[..., 0] > 0)
         source = None if source is None else merge_source(merge, source)
         x, size = merge_wavg(merge, x, size)
-    h = parts.mlp(parts.norm2(x))
-    for module in (parts.scale2, parts.residual_dropout):
-        h = h if module is None else module(h)
-    return x + h, size, source
+    return mlp_block(parts, x), size, source
 
 
 # ---------------------------------------------------------------------------------------- shell
