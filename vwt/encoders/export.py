@@ -63,10 +63,15 @@ class _TensorOutputs(nn.Module):
 
 
 def _as_wrapped(model: Any) -> Any:
-    """A ``VisualWordModel`` around ``model`` unless it already is one."""
+    """A ``VisualWordModel`` with ``batching="pad"`` around ``model`` (or around the model of a
+    ``VisualWordModel`` with ``"auto"``, its other settings kept): the one mode a static graph can hold."""
     from . import VisualWordModel
 
-    return model if isinstance(model, VisualWordModel) else VisualWordModel(model)
+    if not isinstance(model, VisualWordModel):
+        return VisualWordModel(model, batching="pad")
+    if model.batching != "auto":
+        return model
+    return VisualWordModel(model.model, batching="pad", proportional_attention=model.proportional_attention)
 
 
 def _tensor_output_names(outputs: Any) -> list[str]:
