@@ -36,8 +36,8 @@ def choose_batching(lengths: torch.Tensor, device: torch.device | str = "cpu", r
     """The mode ``"auto"`` runs for a batch, and its number of buckets: a fixed rule on the lengths, the
     batch size and the device.
 
-    - one image, or every image the same length, or while ``torch.compile`` traces: ``"pad"`` (nothing is padded: one dense batch, no mask at all without sizes; the other modes plan
-      on the host);
+    - one image, or every image the same length, or while ``torch.compile`` traces: ``"pad"`` (nothing
+      is padded: one dense batch, no mask at all without sizes; the other modes plan on the host);
     - variable lengths on CUDA: ``"ragged"`` (FlexAttention's fused kernel on the real tokens only,
       blocks across images skipped), or ``"bucket"`` where the adapter cannot drive its layers from
       their parts (``ragged=False``, BLIP). Not measured here (no GPU was at hand): by construction;

@@ -244,9 +244,8 @@ class VisualWordModel(nn.Module):
         return unpack(self._run_layers(self.adapter.layers, packed, mask_4d), lengths, plan, hidden.shape[1])
 
     def _ragged_layers(self, hidden: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None) -> torch.Tensor:
-        training = any(parts.attention.training and parts.attention_dropout for parts in self._parts)
-        kernel = attention_kernel(self.attention_kernel, hidden.device,
-                                  max(parts.attention_dropout for parts in self._parts) if training else 0.0)
+        dropout = max((parts.attention_dropout for parts in self._parts if parts.attention.training), default=0.0)
+        kernel = attention_kernel(self.attention_kernel, hidden.device, dropout)
         key_bias = None if sizes is None else sizes.clamp_min(1).to(torch.float32).log()
         return run_ragged_layers(self._parts, hidden, ragged_layout(mask), key_bias, kernel)
 
