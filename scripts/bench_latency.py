@@ -98,7 +98,7 @@ def batched_main(args: argparse.Namespace) -> None:
     calls = {"base": methods.load("base").bind(model)}
     token_ratio = {"base": 1.0}
     for t in args.thresholds:
-        tokenizer = VisualWordTokenizer.from_pretrained(args.vocab, threshold=t)
+        tokenizer = VisualWordTokenizer.from_pretrained(args.vocab, threshold=t, connected=args.connected or None)
         lengths = tokenizer(pixel_values=pixels)["num_tokens"] + 1
         ratio = float(lengths.float().mean()) / n
         for batching in ("auto", "pad", "bucket", "pack", "ragged"):
@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1,
                         help="above 1: batched throughput by batching mode on the real DINOv2 (see above)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.01, 0.02], help="with --batch")
+    parser.add_argument("--connected", action="store_true", help="with --batch: connected word groups")
     parser.add_argument("--tome-r", type=float, nargs="*", default=[],
                         help="with --batch: also vwt+tome at each of these r (ints, or fractions once supported)")
     parser.add_argument("--images", type=int, default=None, help="first N sample photos (default: all)")
