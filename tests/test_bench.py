@@ -83,7 +83,7 @@ def tiny_results(photos64, sample_vocab_dir):
 def test_method_specs_parse_into_methods_with_typed_options():
     method = parse_method_spec("vwt:threshold=0.1,vocab=vocabularies/clip-p16-k1000,batching=pack")
     assert method == methods.load("vwt", threshold=0.1, vocab="vocabularies/clip-p16-k1000", batching="pack")
-    assert parse_method_spec("intra:keep=64").options == {"keep": 64}
+    assert parse_method_spec("intra:max_tokens=64").options == {"max_tokens": 64}
     assert parse_method_spec("intra:keep=0.5").options == {"keep": 0.5}
     assert [m.label for m in parse_method_specs("base tome:r=8 tome:r=13 q8")] == ["base", "tome(r=8)",
                                                                                   "tome(r=13)", "q8"]

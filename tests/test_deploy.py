@@ -80,11 +80,11 @@ def test_onnxruntime_reproduces_pytorch_on_another_batch_size_and_token_count(tm
 def test_the_export_runs_a_batch_of_one_and_an_intra_image_batch(tmp_path):
     ort = _onnxruntime()
     model = _model("clip", "sdpa")
-    tokenizer = IntraImageTokenizer(keep=9, patch_size=P)
+    tokenizer = IntraImageTokenizer(max_tokens=9, patch_size=P)
     path = tmp_path / "intra.onnx"
     outputs = onnx(model, path, tokenizer(pixel_values=_pixels(1, seed=4, flat_rows=[0])))  # a batch of 1
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    batch = IntraImageTokenizer(keep=5, patch_size=P)(pixel_values=_pixels(1, seed=5, flat_rows=[0]))
+    batch = IntraImageTokenizer(max_tokens=5, patch_size=P)(pixel_values=_pixels(1, seed=5, flat_rows=[0]))
     with torch.no_grad():
         expected = VisualWordModel(model)(batch)
     got = dict(zip(outputs, session.run(None, onnx_inputs(batch))))
@@ -163,7 +163,7 @@ def test_a_tokenizer_with_a_device_moves_its_words_once_and_returns_its_batch_th
     vocabulary = _tokenizer(0.5).vocabulary
     for tokenizer, placed in [
         (VisualWordTokenizer(vocabulary, threshold=0.5), VisualWordTokenizer(vocabulary, threshold=0.5, device=device)),
-        (IntraImageTokenizer(keep=9, patch_size=P), IntraImageTokenizer(keep=9, patch_size=P, device=device)),
+        (IntraImageTokenizer(max_tokens=9, patch_size=P), IntraImageTokenizer(max_tokens=9, patch_size=P, device=device)),
     ]:
         if isinstance(placed, VisualWordTokenizer):
             assert placed._unit_words.device.type == device  # moved once, at construction
@@ -185,7 +185,7 @@ def test_merging_pixel_patches_before_the_projection_gives_the_tokens_of_merging
     adapter = adapter_for(_model(name, "sdpa"))
     pixels = _pixels(3, seed=3, flat_rows=[3, 0, 1])
     for batch in (_tokenizer(0.5)(pixel_values=pixels),  # merged groups and padding
-                  IntraImageTokenizer(keep=7, patch_size=P)(pixel_values=pixels)):  # dropped patches
+                  IntraImageTokenizer(max_tokens=7, patch_size=P)(pixel_values=pixels)):  # dropped patches
         t = batch["attention_mask"].shape[1] - 1
         with torch.no_grad():
             full = adapter.embed(pixels)  # every patch embedded, positions added, CLS first

@@ -59,7 +59,7 @@ def test_tokens_of_a_word_share_the_word_id_reported():
 def test_intra_image_tokenizer_keeps_the_highest_variance_patches():
     pixels = torch.zeros(1, 3, 8, 8)
     pixels[0, :, 4:, 4:] = torch.randn(3, 4, 4)  # only the last patch is textured
-    batch = IntraImageTokenizer(keep=1, patch_size=4)(pixel_values=pixels)
+    batch = IntraImageTokenizer(max_tokens=1, patch_size=4)(pixel_values=pixels)
     assert batch["patch_to_token"].tolist() == [[-1, -1, -1, 0]]
     assert IntraImageTokenizer(keep=0.5, patch_size=4)(pixel_values=pixels)["num_tokens"].tolist() == [2]
     assert IntraImageTokenizer(keep=0.5, patch_size=4)(pixel_values=pixels)["token_sizes"].tolist() == [[1, 1]]
@@ -101,7 +101,7 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="fraction"):
         IntraImageTokenizer(keep=1.5)
     with pytest.raises(ValueError, match="more than the 16 patches"):
-        IntraImageTokenizer(keep=17, patch_size=4)(pixel_values=torch.randn(1, 3, 16, 16))
+        IntraImageTokenizer(max_tokens=17, patch_size=4)(pixel_values=torch.randn(1, 3, 16, 16))
 
 
 def test_a_processor_with_another_normalization_is_refused():

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["PreprocessConfig", "VocabularyConfig", "TokenizerConfig", "ConfigError", "dataclass_from_dict",
-           "processor_output_size"]
+           "processor_output_size", "check_token_budget", "token_budget"]
 
 
 class ConfigError(ValueError):
@@ -79,10 +79,34 @@ def processor_output_size(proc: dict[str, Any]) -> tuple[int, int]:
 
 
 def _close(a: Any, b: tuple[float, ...]) -> bool:
-    """Whether a processor's recorded mean/std (a JSON list) equals ours, to float32 round-off."""
+    """Whether two normalization means or stds (``a`` may be a JSON list) are equal, to float32 round-off."""
     if not isinstance(a, (list, tuple)) or len(a) != len(b):
         return False
-    return all(isinstance(u, (int, float)) and math.isclose(u, v, rel_tol=1e-6, abs_tol=1e-9) for u, v in zip(a, b))
+    return all(isinstance(u, (int, float)) and math.isclose(u, v, rel_tol=1e-5, abs_tol=1e-9) for u, v in zip(a, b))
+
+
+def check_token_budget(max_tokens: Any, keep: Any) -> None:
+    """Raise a clear error unless ``max_tokens`` (a count) and ``keep`` (a fraction) make a valid budget.
+
+    At most one of them; ``max_tokens`` a whole number ``>= 1``; ``keep`` a fraction in ``(0, 1]``.
+    """
+    if max_tokens is not None and keep is not None:
+        raise ValueError("pass either max_tokens (a number of tokens) or keep (a fraction of the patches), not both")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError(f"max_tokens must be a whole number of tokens, at least 1, got {max_tokens!r}")
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0):
+        raise ValueError(f"keep must be a fraction of the patches in (0, 1], got {keep!r} "
+                         "(max_tokens takes a number of tokens)")
+
+
+def token_budget(num_patches: int, max_tokens: int | None = None, keep: float | None = None) -> int | None:
+    """Tokens per image that a budget leaves of ``num_patches`` patches (prefix tokens such as CLS not
+    counted): ``max_tokens`` itself, or ``round(keep * N)`` clipped to ``[1, N]``; None without a budget."""
+    if keep is not None:
+        return max(1, min(num_patches, round(keep * num_patches)))
+    if max_tokens is not None and max_tokens > num_patches:
+        raise ValueError(f"max_tokens={max_tokens} is more than the {num_patches} patches of an image")
+    return max_tokens
 
 
 @dataclass(frozen=True)
@@ -135,8 +159,7 @@ class PreprocessConfig:
 
     def same_normalization(self, other: PreprocessConfig) -> bool:
         """Whether ``other`` normalizes pixels with the same mean and std (to float32 rounding)."""
-        close = lambda a, b: len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-5) for x, y in zip(a, b))  # noqa: E731
-        return close(self.image_mean, other.image_mean) and close(self.image_std, other.image_std)
+        return _close(self.image_mean, other.image_mean) and _close(self.image_std, other.image_std)
 
 
 @dataclass(frozen=True)
@@ -214,7 +237,8 @@ class TokenizerConfig:
 
     # Cosine distance above which (strictly) a patch matches no word and stays a token of its own.
     threshold: float | None = 0.1
-    # Token budget: exactly this many tokens per image (CLS excluded).
+    # Token budget: exactly this many tokens per image. A count of the image's tokens: prefix tokens (CLS,
+    # registers) are not counted (they are never merged), as in the tokenizer's ``num_tokens``.
     max_tokens: int | None = None
     # Token budget as a fraction of the patches: round(keep * N) tokens per image, at least 1.
     keep: float | None = None
@@ -226,27 +250,14 @@ class TokenizerConfig:
         if self.connected and budgets:
             raise ValueError("connected=True works with a threshold, not a token budget (joining a patch can "
                              "bridge two pieces at once, so an exact count is not guaranteed)")
-        if len(budgets) == 2:
-            raise ValueError("pass either max_tokens (a number of tokens) or keep (a fraction of the patches), "
-                             "not both")
+        check_token_budget(self.max_tokens, self.keep)
         if budgets and self.threshold is not None:
             raise ValueError(f"a token budget replaces the threshold: pass {budgets[0]} or threshold, not both")
         if not budgets and self.threshold is None:
             raise ValueError("pass a threshold or a token budget (max_tokens or keep)")
         if self.threshold is not None and not math.isfinite(self.threshold):
             raise ValueError(f"threshold must be finite, got {self.threshold}")
-        if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int)
-                                            or self.max_tokens < 1):
-            raise ValueError(f"max_tokens must be a whole number of tokens, at least 1, got {self.max_tokens!r}")
-        if self.keep is not None and (isinstance(self.keep, bool) or not isinstance(self.keep, (int, float))
-                                      or not 0.0 < self.keep <= 1.0):
-            raise ValueError(f"keep must be a fraction of the patches in (0, 1], got {self.keep!r} "
-                             "(max_tokens takes a number of tokens)")
 
     def budget(self, num_patches: int) -> int | None:
         """Tokens per image for images of ``num_patches`` patches, or None without a budget."""
-        if self.keep is not None:
-            return max(1, min(num_patches, round(self.keep * num_patches)))
-        if self.max_tokens is not None and self.max_tokens > num_patches:
-            raise ValueError(f"max_tokens={self.max_tokens} is more than the {num_patches} patches of an image")
-        return self.max_tokens
+        return token_budget(num_patches, self.max_tokens, self.keep)

@@ -2,7 +2,8 @@
 
 Grammar: ``NAME[:KEY=VALUE[,KEY=VALUE...]]``, e.g. ``base``, ``intra:keep=0.5``,
 ``vwt:threshold=0.1,vocab=vocabularies/clip-p16-k1000,batching=pack``. Values parse as ``int``, then
-``float``, then stay strings (``keep=64`` keeps 64 patches, ``keep=0.5`` half of them).
+``float``, then stay strings. ``keep`` is a fraction of the patches for every method (``vwt:keep=1`` and
+``intra:keep=1`` both keep every patch), ``max_tokens`` a count (``intra:max_tokens=64``).
 """
 
 from __future__ import annotations

@@ -48,8 +48,9 @@ def viz_parser() -> argparse.ArgumentParser:
                         help="vwt: vocabulary directory or hub id; "
                         "if omitted, vocabularies/clip-p16-k100 of a source checkout")
     parser.add_argument("--threshold", type=float, default=0.1, help="vwt: cosine-distance threshold")
-    parser.add_argument("--keep", type=float, default=0.5,
-                        help="intra: fraction of patches kept (or a count, if >= 1)")
+    parser.add_argument("--keep", type=float, default=None,
+                        help="intra: the fraction of the patches kept, in (0, 1] (default 0.5)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="intra: the number of patches kept")
     parser.add_argument("--patch-size", type=int, default=16, help="intra: the model's patch size")
     parser.add_argument("--image-processor", default=None, metavar="ID_OR_DIR",
                         help="intra: the model's image processor; if omitted, CLIP ViT-B/16's")
@@ -97,9 +98,13 @@ def _render(args: argparse.Namespace) -> Rendered:
     if args.method == "intra":
         from ..preprocess import load_image_processor
 
-        keep: float | int = int(args.keep) if args.keep >= 1 else args.keep
+        keep, max_tokens = args.keep, args.max_tokens
+        if keep is not None and keep > 1 and keep.is_integer() and max_tokens is None:  # the old count
+            print(f"vwt-viz: warning: --keep {keep:g} as a number of patches is deprecated: --keep is a fraction "
+                  f"in (0, 1]; pass --max-tokens {keep:g}", file=sys.stderr)
+            keep, max_tokens = None, int(keep)
         processor = load_image_processor(args.image_processor) if args.image_processor else None
-        return render_intra(image, keep, args.patch_size, processor)
+        return render_intra(image, keep, args.patch_size, processor, max_tokens=max_tokens)
     model, processor = _load_model(args.model)
     return render_tome(image, model, processor, args.r)
 

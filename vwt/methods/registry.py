@@ -133,12 +133,13 @@ def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = Non
     return _bind_tokenizer(model, tokenizer, batching, proportional_attention)
 
 
-def _bind_intra(model: nn.Module, keep: int | float = 0.5, batching: str = "auto",
-                proportional_attention: bool | float = True) -> Callable[[torch.Tensor], MethodResult]:
+def _bind_intra(model: nn.Module, keep: float | None = None, batching: str = "auto",
+                proportional_attention: bool | float = True,
+                max_tokens: int | None = None) -> Callable[[torch.Tensor], MethodResult]:
     from ..tokenize.tokenizer import IntraImageTokenizer
 
     adapter = adapter_for(model)
-    tokenizer = IntraImageTokenizer(keep, adapter.patch_size, num_channels=adapter.num_channels)
+    tokenizer = IntraImageTokenizer(keep, adapter.patch_size, num_channels=adapter.num_channels, max_tokens=max_tokens)
     return _bind_tokenizer(model, tokenizer, batching, proportional_attention)
 
 
@@ -218,11 +219,15 @@ def load(name: str, **options: Any) -> Method:
 
     Args:
         name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=`` or a token budget ``max_tokens=`` /
-            ``keep=``, ``connected=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=``,
-            ``batching=``, ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``); ``vwt+tome`` (the
-            ``vwt`` tokenizer's options and ToMe's, see :func:`vwt.methods.hybrids.bind_vwt_tome`); ``dynamicvit``
-            (``predictor=`` directory, or ``keep=`` for an untrained predictor); ``q8``. ``batching`` is ``auto`` (the
-            default), ``pad``, ``bucket``, ``pack`` or ``ragged`` (see :class:`vwt.encoders.VisualWordModel`).
+            ``keep=``, ``connected=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=`` or
+            ``max_tokens=``, ``batching=``, ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``);
+            ``vwt+tome`` (the ``vwt`` tokenizer's options and ToMe's, see
+            :func:`vwt.methods.hybrids.bind_vwt_tome`); ``dynamicvit`` (``predictor=`` directory, or ``keep=``
+            for an untrained predictor); ``q8``. ``batching`` is ``auto`` (the default), ``pad``, ``bucket``,
+            ``pack`` or ``ragged`` (see :class:`vwt.encoders.VisualWordModel`).
+
+    Everywhere ``keep`` is a fraction in ``(0, 1]`` and ``max_tokens`` a count of an image's tokens
+    (prefix tokens such as CLS not counted).
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +28,14 @@ from huggingface_hub import ModelHubMixin
 from huggingface_hub.errors import EntryNotFoundError
 from transformers import BatchFeature
 
-from ..config import ConfigError, PreprocessConfig, TokenizerConfig, dataclass_from_dict
+from ..config import (
+    ConfigError,
+    PreprocessConfig,
+    TokenizerConfig,
+    check_token_budget,
+    dataclass_from_dict,
+    token_budget,
+)
 from ..io import BadFileError, read_json
 from ..patches import patch_variance, patchify
 from ..preprocess import (
@@ -161,7 +169,8 @@ class VisualWordTokenizer(
             word (default 0.1 where no budget is given).
         image_processor: the model's processor, to preprocess PIL images (default: the one recorded in
             the vocabulary); its normalization must match the vocabulary's.
-        max_tokens: tokens per image, ``1 <= max_tokens <= N`` (checked against N per call).
+        max_tokens: tokens per image, ``1 <= max_tokens <= N`` (checked against N per call); a count of the
+            image's tokens, as ``num_tokens``: prefix tokens (CLS) are not counted.
         keep: tokens per image as a fraction in ``(0, 1]`` of the patches (``round(keep * N)``, at least 1).
         connected: merge only patches of a word that touch (4-connected): each word's patches split into
             contiguous pieces (:func:`vwt.tokenize.spatial.split_connected`), so a merged token is one region.
@@ -271,23 +280,37 @@ class VisualWordTokenizer(
 class IntraImageTokenizer(_PatchTokenizer):
     """Keep the most heterogeneous patches of each image (highest pixel variance), drop the rest.
 
+    The budget is ``keep``, a fraction in ``(0, 1]`` of the patches (``round(keep * N)``, at least 1),
+    or ``max_tokens``, a count (prefix tokens such as CLS are not counted); default ``keep=0.5``. The
+    same rule as :class:`VisualWordTokenizer`'s budget, so ``keep=1`` keeps every patch.
+
     Args:
-        keep: patches kept per image, an int, or a fraction in ``(0, 1]`` of the patches.
+        keep: the fraction of the patches kept per image. An int above 1 (the old count) still works as
+            ``max_tokens`` with a :class:`DeprecationWarning`.
         patch_size: the model's patch size.
         image_processor: the model's processor for PIL images (default: CLIP ViT-B/16's).
         num_channels: image channels.
         device: where tokenization runs and its batch lives; default: wherever the pixel values are.
+        max_tokens: the number of patches kept per image, ``1 <= max_tokens <= N``.
     """
 
-    def __init__(self, keep: int | float = 0.5, patch_size: int = 16, image_processor: Any | None = None,
-                 num_channels: int = 3, device: str | torch.device | None = None):
-        if isinstance(keep, bool) or not isinstance(keep, (int, float)):
-            raise TypeError(f"keep must be an int or a float, got {type(keep).__name__}")
-        if isinstance(keep, float) and not 0.0 < keep <= 1.0:
-            raise ValueError(f"a fractional keep must be in (0, 1], got {keep}")
-        if isinstance(keep, int) and keep < 1:
-            raise ValueError(f"keep must be at least 1 patch, got {keep}")
-        self.keep = keep
+    def __init__(self, keep: float | None = None, patch_size: int = 16, image_processor: Any | None = None,
+                 num_channels: int = 3, device: str | torch.device | None = None, *, max_tokens: int | None = None):
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float))):
+            raise TypeError(f"keep must be a fraction (a float), got {type(keep).__name__}")
+        if isinstance(keep, int) and keep > 1 and max_tokens is None:  # the old meaning: a count of patches
+            warnings.warn(f"IntraImageTokenizer(keep={keep}) as a number of patches is deprecated: keep is a "
+                          f"fraction in (0, 1]; pass max_tokens={keep}", DeprecationWarning, stacklevel=2)
+            keep, max_tokens = None, keep
+        elif isinstance(keep, int) and keep == 1:  # the fraction 1 now, one patch before
+            warnings.warn("IntraImageTokenizer(keep=1) keeps every patch (keep is a fraction); it kept one patch "
+                          "before: pass max_tokens=1 for that, or keep=1.0 to silence this", FutureWarning,
+                          stacklevel=2)
+        if keep is None and max_tokens is None:
+            keep = 0.5
+        check_token_budget(max_tokens, keep)
+        self.keep = None if keep is None else float(keep)
+        self.max_tokens = max_tokens
         self.device = None if device is None else torch.device(device)
         self.patch_size = patch_size
         self.num_channels = num_channels
@@ -295,15 +318,12 @@ class IntraImageTokenizer(_PatchTokenizer):
         self.preprocess = preprocess_config(self.image_processor)
 
     def __repr__(self) -> str:
-        return f"IntraImageTokenizer(keep={self.keep}, patch_size={self.patch_size})"
+        budget = f"keep={self.keep}" if self.keep is not None else f"max_tokens={self.max_tokens}"
+        return f"IntraImageTokenizer({budget}, patch_size={self.patch_size})"
 
     def num_kept(self, num_patches: int) -> int:
         """Patches kept out of ``num_patches``."""
-        if isinstance(self.keep, float):
-            return max(1, min(num_patches, round(self.keep * num_patches)))
-        if self.keep > num_patches:
-            raise ValueError(f"keep={self.keep} is more than the {num_patches} patches of an image")
-        return self.keep
+        return token_budget(num_patches, self.max_tokens, self.keep)
 
     def __call__(
         self, images: Any = None, *, pixel_values: torch.Tensor | None = None, return_tensors: str | None = "pt"

@@ -121,13 +121,17 @@ def render_vwt(image: Any, vocabulary: Any, threshold: float = 0.1) -> Rendered:
                      f"vwt k={c.k} p={c.patch_size} threshold={threshold:g}")
 
 
-def render_intra(image: Any, keep: float | int = 0.5, patch_size: int = 16, image_processor: Any = None) -> Rendered:
-    """Intra-image: keep the ``keep`` patches of highest pixel variance (default processor: CLIP ViT-B/16's)."""
-    tokenizer = IntraImageTokenizer(keep=keep, patch_size=patch_size, image_processor=image_processor)
+def render_intra(image: Any, keep: float | None = None, patch_size: int = 16, image_processor: Any = None, *,
+                 max_tokens: int | None = None) -> Rendered:
+    """Intra-image: keep the patches of highest pixel variance, a fraction ``keep`` (default 0.5) or
+    ``max_tokens`` of them (default processor: CLIP ViT-B/16's)."""
+    tokenizer = IntraImageTokenizer(keep=keep, patch_size=patch_size, image_processor=image_processor,
+                                    max_tokens=max_tokens)
     batch = tokenizer([image])
     p2t = batch["patch_to_token"][0].numpy()
+    budget = f"keep={tokenizer.keep:g}" if tokenizer.keep is not None else f"max_tokens={tokenizer.max_tokens}"
     return _rendered(_display(batch["pixel_values"], tokenizer.image_processor), patch_size, p2t,
-                     f"intra keep={keep:g} p={patch_size}")
+                     f"intra {budget} p={patch_size}")
 
 
 @torch.no_grad()
