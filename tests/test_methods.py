@@ -115,3 +115,23 @@ def test_vwt_passes_the_token_budget_and_the_attention_switch_through(sample_voc
         from vwt import VisualWordTokenizer
 
         methods.load("vwt", vocab=VisualWordTokenizer.from_pretrained(sample_vocab_dir), max_tokens=50).bind(model)
+
+
+def test_base_runs_a_subclass_of_clip_model_through_its_image_path():
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
+
+    class MyCLIP(CLIPModel):  # a user's subclass: dispatch is by type, not by class name
+        pass
+
+    torch.manual_seed(0)
+    text = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                          vocab_size=99, max_position_embeddings=16)
+    model = MyCLIP(CLIPConfig(text_config=text.to_dict(), projection_dim=16, vision_config=dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=8))).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        result = methods.load("base").bind(model)(pixels)
+        expected = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+    torch.testing.assert_close(result.outputs.image_embeds, expected, rtol=1e-5, atol=1e-6)
+    assert result.sequence_lengths.tolist() == [17, 17]

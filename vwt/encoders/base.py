@@ -104,6 +104,13 @@ class EncoderAdapter(ABC):
     #: Whether the model interpolates its position encodings for any image size by itself.
     interpolates_positions: ClassVar[bool] = False
 
+    @property
+    def needs_text_inputs(self) -> bool:
+        """Whether the model's own ``forward`` needs text inputs besides the pixels (a two-tower model such
+        as ``CLIPModel``, a captioner): its image path then runs through this adapter. False unless a
+        family says otherwise."""
+        return False
+
     @abstractmethod
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Patch embeddings with position encodings added, prefix tokens first: ``[B, P + N, D]``."""
@@ -135,7 +142,9 @@ class EncoderAdapter(ABC):
         """The model's usual output object from the last layer's hidden states ``[B, S, D]``.
 
         ``attention_mask`` is the 2D ``[B, S]`` padding mask (1 real, 0 padding); ``token_sizes``
-        ``[B, S]`` the patches per token for size-aware pooling (None: every token one patch).
+        ``[B, S]`` the patches per token for size-aware pooling (None: every token one patch). A family's
+        head inputs (CLIP's ``input_ids``, ...) are keyword arguments of its own ``outputs``; an argument
+        the family does not take is Python's ``TypeError``.
         """
 
 

@@ -97,6 +97,11 @@ class BlipAdapter(EncoderAdapter):
         """Each ``BlipEncoderLayer`` as a callable ``(hidden, mask_4d) -> hidden`` that honours the mask."""
         return tuple(partial(masked_blip_layer, layer) for layer in self.vision.encoder.layers)
 
+    @property
+    def needs_text_inputs(self) -> bool:
+        """``BlipForConditionalGeneration``'s forward needs ``input_ids``."""
+        return isinstance(self.model, BlipForConditionalGeneration)
+
     def _captioner(self) -> nn.Module:
         if not isinstance(self.model, BlipForConditionalGeneration):
             name = type(self.model).__name__
@@ -104,11 +109,8 @@ class BlipAdapter(EncoderAdapter):
         return self.model
 
     def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_sizes: torch.Tensor | None = None,
-                *, input_ids: torch.Tensor | None = None, text_attention_mask: torch.Tensor | None = None,
-                **kwargs: Any) -> Any:
+                *, input_ids: torch.Tensor | None = None, text_attention_mask: torch.Tensor | None = None) -> Any:
         """Vision features; with ``input_ids`` (BlipForConditionalGeneration) the text decoder's logits too."""
-        if kwargs:
-            raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
         sequence = self.vision.post_layernorm(hidden)
         # BlipVisionModel applies post_layernorm to the CLS row a second time for pooler_output.
         pooled = self.vision.post_layernorm(sequence[:, 0])

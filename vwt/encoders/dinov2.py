@@ -40,9 +40,7 @@ class Dinov2Adapter(EncoderAdapter):
                           attention_dropout=float(attn.attention_dropout), attention=attn,
                           scale1=layer.layer_scale1, scale2=layer.layer_scale2, residual_dropout=layer.drop_path)
 
-    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_sizes: torch.Tensor | None = None,
-                **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                token_sizes: torch.Tensor | None = None) -> Any:
         sequence = self.vision.layernorm(hidden)
         return BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=sequence[:, 0])

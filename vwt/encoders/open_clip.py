@@ -175,10 +175,8 @@ class OpenClipAdapter(EncoderAdapter):
             return (x[:, 1:] * w).sum(1) / w.sum(1)
         return x
 
-    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_sizes: torch.Tensor | None = None,
-                **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                token_sizes: torch.Tensor | None = None) -> Any:
         tower = self._tower
         weight = attention_mask if token_sizes is None else token_sizes * attention_mask
         sequence = hidden

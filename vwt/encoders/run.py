@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -129,10 +130,12 @@ _ATTENTION_WITH_FLOAT_MASKS = ("eager", "sdpa")
 
 def _unwrap_compiled(model: nn.Module) -> tuple[nn.Module, Callable[..., Any] | None]:
     """A ``torch.compile``d module's original module, and a compiler with the same settings (or None)."""
-    original = getattr(model, "_orig_mod", None)
-    if type(model).__name__ != "OptimizedModule" or not isinstance(original, nn.Module):
+    # torch.compile imports its wrapper class; where nothing imported it yet no module is compiled, and
+    # importing torch._dynamo only to ask would cost seconds.
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")
+    if dynamo is None or not isinstance(model, dynamo.OptimizedModule):
         return model, None
-    return original, getattr(model, "dynamo_ctx", None) or torch.compile
+    return model._orig_mod, getattr(model, "dynamo_ctx", None) or torch.compile
 
 
 class VisualWordModel(nn.Module):

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import (
 from transformers.models.siglip.modeling_siglip import SiglipOutput
 
 from .base import EncoderAdapter, LayerParts, register_adapter
-from .clip import clip_layer_parts
+from .clip import clip_layer_parts, contrastive_head
 
 __all__ = ["SiglipAdapter", "attention_pool", "masked_mean"]
 
@@ -67,6 +67,11 @@ class SiglipAdapter(EncoderAdapter):
     def vision(self) -> nn.Module:
         return self.model if isinstance(self.model, SiglipVisionModel) else self.model.vision_model
 
+    @property
+    def needs_text_inputs(self) -> bool:
+        """``SiglipModel``'s forward needs ``input_ids``."""
+        return isinstance(self.model, SiglipModel)
+
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         return self.vision.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
 
@@ -78,10 +83,7 @@ class SiglipAdapter(EncoderAdapter):
         return clip_layer_parts(layer)  # the same layer layout as CLIP's
 
     def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_sizes: torch.Tensor | None = None,
-                *, input_ids: torch.Tensor | None = None, text_attention_mask: torch.Tensor | None = None,
-                **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
+                *, input_ids: torch.Tensor | None = None, text_attention_mask: torch.Tensor | None = None) -> Any:
         name = type(self.model).__name__
         sequence = self.vision.post_layernorm(hidden)
         if isinstance(self.model, SiglipForImageClassification):
@@ -96,15 +98,5 @@ class SiglipAdapter(EncoderAdapter):
             return vision_out
         if not isinstance(self.model, SiglipModel):
             raise TypeError(f"{name} has no text tower: input_ids need a SiglipModel")
-        text_out = self.model.get_text_features(input_ids=input_ids, attention_mask=text_attention_mask)
-        image_embeds = pooled / pooled.norm(p=2, dim=-1, keepdim=True)
-        text_embeds = text_out.pooler_output / text_out.pooler_output.norm(p=2, dim=-1, keepdim=True)
-        logits_per_text = text_embeds @ image_embeds.T * self.model.logit_scale.exp() + self.model.logit_bias
-        return SiglipOutput(
-            logits_per_image=logits_per_text.T,
-            logits_per_text=logits_per_text,
-            text_embeds=text_embeds,
-            image_embeds=image_embeds,
-            text_model_output=text_out,
-            vision_model_output=vision_out,
-        )
+        return SiglipOutput(**contrastive_head(self.model, pooled, input_ids, text_attention_mask, self.model.logit_bias),
+                            vision_model_output=vision_out)

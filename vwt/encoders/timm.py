@@ -177,10 +177,8 @@ class TimmAdapter(EncoderAdapter):
             return sequence
         return pool_tokens(sequence, weight, model.global_pool)
 
-    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_sizes: torch.Tensor | None = None,
-                **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                token_sizes: torch.Tensor | None = None) -> Any:
         model = self.model
         sequence = model.norm(hidden)
         reads_prefix_only = model.attn_pool is None and model.global_pool == "token"

@@ -52,10 +52,8 @@ class ViTAdapter(EncoderAdapter):
                           head_dim=int(attn.head_dim), scale=float(attn.scaling),
                           attention_dropout=float(attn.attention_dropout), attention=attn, residual_dropout=layer.dropout)
 
-    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor, token_sizes: torch.Tensor | None = None,
-                **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError(f"unexpected arguments for {type(self.model).__name__}: {sorted(kwargs)}")
+    def outputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                token_sizes: torch.Tensor | None = None) -> Any:
         sequence = self.vision.layernorm(hidden)
         if isinstance(self.model, ViTForImageClassification):
             return ImageClassifierOutput(logits=self.model.classifier(sequence[:, 0]))

@@ -3,7 +3,8 @@
 - :mod:`.registry`: :func:`load` and the method names; :mod:`.result`: :class:`MethodResult`;
 - the baselines: :mod:`.tome` (Token Merging), :mod:`.dynamicvit` (learned pruning), :mod:`.quantize` (int8);
 - :mod:`.adaptive`: ToMe with a per-image merge count (a share of the tokens, or a similarity threshold);
-- :mod:`.hybrids`: visual words at the input, ToMe in the layers (``vwt+tome``).
+- :mod:`.hybrids`: visual words at the input, ToMe in the layers (``vwt+tome``); :mod:`.tokenizers`: the
+  visual-word tokenizer both ``vwt`` and the hybrids run.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ if TYPE_CHECKING:
     from .dynamicvit import DynamicViT, DynamicViTConfig, TokenPredictor
     from .hybrids import bind_vwt_tome
     from .quantize import quantize_int8
-    from .registry import METHODS, Method, Runner, load, visual_word_tokenizer
+    from .registry import METHODS, Method, Runner, load
     from .result import MethodResult
+    from .tokenizers import visual_word_tokenizer
     from .tome import (
         ToMe,
         ToMeConfig,
@@ -51,7 +53,7 @@ _LAZY = {
     "quantize_int8": ".quantize",
     "schedule_r": ".tome",
     "token_counts": ".tome",
-    "visual_word_tokenizer": ".registry",
+    "visual_word_tokenizer": ".tokenizers",
 }
 
 __all__ = sorted(_LAZY)

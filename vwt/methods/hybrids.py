@@ -46,8 +46,8 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
         tome_options: the rest of :class:`vwt.methods.tome.ToMeConfig` (``schedule``, ``inflect``,
             ``similarity``).
     """
-    from .registry import visual_word_tokenizer
     from .tome import ToMe
+    from .tokenizers import visual_word_tokenizer
 
     tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected)
     tome = ToMe(model, r=r, **tome_options)

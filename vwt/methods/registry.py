@@ -28,6 +28,7 @@ from ..encoders.batching import processed_length
 from ..encoders.masks import with_prefix_sizes
 from ..validate import check_pixel_values
 from .result import MethodResult
+from .tokenizers import visual_word_tokenizer
 
 __all__ = ["METHODS", "Method", "MethodResult", "Runner", "load", "visual_word_tokenizer"]
 
@@ -63,7 +64,7 @@ def _bind_base(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], Met
 
     # Models whose own forward needs text inputs, and timm / open_clip models (whose forward takes no
     # pixel_values= and returns bare tensors), run their image path through the adapter (exact: tested).
-    needs_text = type(model).__name__ in _NEEDS_TEXT or type(model).__module__.startswith(("timm.", "open_clip."))
+    needs_text = adapter_for(model).needs_text_inputs or type(model).__module__.startswith(("timm.", "open_clip."))
     forward = VisualWordModel(model) if needs_text else None
 
     device = next(model.parameters()).device
@@ -76,9 +77,6 @@ def _bind_base(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], Met
                             torch.full((len(pixel_values),), length, dtype=torch.long))
 
     return run
-
-
-_NEEDS_TEXT = {"CLIPModel", "SiglipModel", "BlipForConditionalGeneration"}
 
 
 def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
@@ -97,33 +95,6 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
                             token_sizes=with_prefix_sizes(batch["token_sizes"], prefix))
 
     return run
-
-
-def visual_word_tokenizer(model: nn.Module, vocab: Any, threshold: float | None = None,
-                          max_tokens: int | None = None, keep: float | None = None,
-                          connected: bool | None = None) -> Any:
-    """The :class:`~vwt.tokenize.tokenizer.VisualWordTokenizer` a ``vwt`` method runs for ``model``.
-
-    ``vocab`` is a vocabulary or tokenizer directory / hub id (the other options override what it saved),
-    or a tokenizer (then the options must agree with it).
-    """
-    from ..tokenize.tokenizer import VisualWordTokenizer
-
-    if vocab is None:
-        raise ValueError("vwt needs vocab=<directory or hub id of a vocabulary, or a VisualWordTokenizer>")
-    if isinstance(vocab, VisualWordTokenizer):
-        given = {"threshold": threshold, "max_tokens": max_tokens, "keep": keep, "connected": connected}
-        conflicts = {k: v for k, v in given.items() if v is not None and v != getattr(vocab.config, k)}
-        if conflicts:
-            raise ValueError(f"{conflicts} conflict with the given tokenizer's {vocab.config}")
-        tokenizer = vocab
-    else:
-        tokenizer = VisualWordTokenizer.from_pretrained(vocab, threshold=threshold, max_tokens=max_tokens, keep=keep,
-                                                        connected=connected)
-    adapter = adapter_for(model)
-    if tokenizer.patch_size != adapter.patch_size:
-        raise ValueError(f"the vocabulary has patch size {tokenizer.patch_size}, the model {adapter.patch_size}")
-    return tokenizer
 
 
 def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None, batching: str = "auto",
