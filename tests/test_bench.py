@@ -21,7 +21,7 @@ from transformers import (
     ViTModel,
 )
 
-from vwt import methods
+from vwt import IntraImageTokenizer, VisualWordModel, methods
 from vwt.bench import (
     count_flops,
     make_batches,
@@ -252,7 +252,8 @@ def test_linear_probe_on_tiny_model_features_is_above_chance():
     assert base["accuracy"] > 0.25 > result["chance"]  # random-weight features, still well above 10 classes' chance
     assert base["retention_vs_base"] == 1.0
     intra = result["per_method"]["intra(keep=0.5)"]
-    assert 0.0 <= intra["accuracy"] <= 1.0
+    assert intra["tokens_per_image_mean"] == 9.0 and base["tokens_per_image_mean"] == 17.0  # CLS + 8 of 16 patches
+    assert intra["retention_vs_base"] == pytest.approx(intra["accuracy"] / base["accuracy"])
     assert result["per_method"]["intra(keep=0.5)#pack"]["same_outputs_as"] == "intra(keep=0.5)"
 
 
@@ -296,7 +297,12 @@ def test_zero_shot_base_accuracy_equals_clipmodel_forward(tmp_path, sample_photo
     direct = float((logits.argmax(-1) == labels).float().mean())
     assert set(result["per_method"]) == set(runners)
     assert result["per_method"]["base"]["accuracy"] == pytest.approx(direct)
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in result["per_method"].values())
+    batch = IntraImageTokenizer(keep=0.5, patch_size=8)(pixel_values=pixels)  # the same method by hand
+    with torch.no_grad():
+        intra_logits = VisualWordModel(model)(batch, input_ids=text["input_ids"],
+                                              text_attention_mask=text["attention_mask"]).logits_per_image
+    intra_direct = float((intra_logits.argmax(-1) == labels).float().mean())
+    assert result["per_method"]["intra:keep=0.5"]["accuracy"] == pytest.approx(intra_direct)
     assert result["chance"] == pytest.approx(1 / 3)
 
 
