@@ -118,8 +118,8 @@ class VisualVocabulary(
 
         Not the mixin's loader: that one reads ``config.json`` unbounded and unchecked before ours does."""
         check_local_path(str(pretrained_model_name_or_path))
-        hub = {name: kwargs.pop(name) for name in list(kwargs) if name in _HUB_KEYWORDS}
-        return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), **hub_arguments(**hub), **kwargs)
+        hub = hub_arguments(**{name: kwargs.pop(name) for name in _HUB_KEYWORDS if name in kwargs})
+        return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), **hub, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         # The card is generated (huggingface_hub writes README.md only where none exists): drop a stale one.
@@ -146,13 +146,7 @@ class VisualVocabulary(
         model_kwargs.pop("config", None)  # parsed strictly below, from the file itself
         if model_kwargs:
             raise TypeError(f"unexpected arguments {sorted(model_kwargs)}")
-        hub = dict(
-            revision=revision,
-            cache_dir=cache_dir,
-            force_download=force_download,
-            local_files_only=local_files_only,
-            token=token,
-        )
+        hub = hub_arguments(revision, cache_dir, force_download, local_files_only, token)
         config_path = resolve_file(model_id, CONFIG_FILE, **hub)
         vocab_path = resolve_file(model_id, VOCAB_FILE, **hub)
         try:
