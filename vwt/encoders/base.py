@@ -111,6 +111,10 @@ class EncoderAdapter(ABC):
         family says otherwise."""
         return False
 
+    #: Whether the model's own ``forward`` takes ``pixel_values=`` and returns its usual output object (the
+    #: Hugging Face families); False runs the unmodified model's image path through this adapter too.
+    forward_takes_pixel_values: ClassVar[bool] = True
+
     @abstractmethod
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Patch embeddings with position encodings added, prefix tokens first: ``[B, P + N, D]``."""

@@ -99,6 +99,7 @@ class OpenClipAdapter(EncoderAdapter):
     """open_clip's ``VisionTransformer`` image tower (a ``CLIP``'s ``visual``, or the tower itself)."""
 
     described_models = ("open_clip.CLIP", "open_clip.transformer.VisionTransformer")
+    forward_takes_pixel_values = False  # forward(image, text) returns bare tensors
 
     @classmethod
     def handles(cls, model: nn.Module) -> bool:

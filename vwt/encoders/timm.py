@@ -76,6 +76,7 @@ class TimmAdapter(EncoderAdapter):
     pooling, layer scale, ``dynamic_img_size``)."""
 
     described_models = ("timm.models.VisionTransformer",)
+    forward_takes_pixel_values = False  # forward(x) returns a bare tensor
 
     @classmethod
     def handles(cls, model: nn.Module) -> bool:

@@ -64,15 +64,16 @@ def _bind_base(model: nn.Module, **options: Any) -> Callable[[torch.Tensor], Met
 
     # Models whose own forward needs text inputs, and timm / open_clip models (whose forward takes no
     # pixel_values= and returns bare tensors), run their image path through the adapter (exact: tested).
-    needs_text = adapter_for(model).needs_text_inputs or type(model).__module__.startswith(("timm.", "open_clip."))
-    forward = VisualWordModel(model) if needs_text else None
+    adapter = adapter_for(model)
+    through_adapter = adapter.needs_text_inputs or not adapter.forward_takes_pixel_values
+    forward = VisualWordModel(model) if through_adapter else None
 
     device = next(model.parameters()).device
 
     def run(pixel_values: torch.Tensor) -> MethodResult:
         length = _full_length(model, pixel_values)
         pixel_values = pixel_values.to(device)
-        outputs = forward({"pixel_values": pixel_values}) if needs_text else model(pixel_values=pixel_values)
+        outputs = forward({"pixel_values": pixel_values}) if through_adapter else model(pixel_values=pixel_values)
         return MethodResult(outputs, (length,) * _num_layers(model),
                             torch.full((len(pixel_values),), length, dtype=torch.long))
 
