@@ -43,8 +43,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Config files are a few kB; 4 MiB is far above any real one and far below anything that hurts to read.
 MAX_JSON_BYTES = 4 * 2**20
+"""The largest JSON file read. Config files are a few kB; 4 MiB is far above any real one and far below
+anything that hurts to read."""
 _HUB_ID = re.compile(r"^(?:[\w\-.]{1,96}/)?[\w\-.]{1,96}$")
 
 

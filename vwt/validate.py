@@ -12,9 +12,10 @@ import torch
 
 __all__ = ["MAX_ABS_PIXEL", "check_pixel_values", "check_tokens"]
 
-# Normalized pixel values are O(1) (even a std of 0.01 keeps 8-bit pixels within about 100); 1e6 leaves
-# room for any real mean/std while keeping squared patch norms (up to C*p*p of them) far from float32 overflow.
 MAX_ABS_PIXEL = 1e6
+"""The largest absolute pixel value accepted. Normalized pixel values are O(1) (even a std of 0.01 keeps 8-bit
+pixels within about 100); 1e6 leaves room for any real mean/std while keeping squared patch norms (up to C*p*p
+of them) far from float32 overflow."""
 
 
 def _is_integer(tensor: torch.Tensor) -> bool:

@@ -23,12 +23,12 @@ import torch
 __all__ = ["BATCHING", "PackingPlan", "plan_packing", "pack", "unpack", "plan_buckets", "processed_length",
            "choose_batching", "AUTO_IMAGES_PER_BUCKET"]
 
-#: The batching modes; ``"auto"`` resolves to one of the others per batch (:func:`choose_batching`).
 BATCHING = ("auto", "pad", "bucket", "pack", "ragged")
+"""The batching modes; ``"auto"`` resolves to one of the others per batch (:func:`choose_batching`)."""
 
 
-#: Images per group when ``"auto"`` buckets (measured: at batch 32, 8 groups ran faster than 2, 4 or 16).
 AUTO_IMAGES_PER_BUCKET = 4
+"""Images per group when ``"auto"`` buckets (measured: at batch 32, 8 groups ran faster than 2, 4 or 16)."""
 
 
 def choose_batching(lengths: torch.Tensor, device: torch.device | str = "cpu", ragged: bool = True

@@ -35,8 +35,8 @@ __all__ = ["onnx", "onnx_inputs", "ONNX_INPUTS"]
 
 logger = logging.getLogger(__name__)
 
-#: The batch keys the exported graph takes, in order (``token_sizes`` only where the batch has it).
 ONNX_INPUTS = ("pixel_values", "patch_to_token", "attention_mask", "token_sizes")
+"""The batch keys the exported graph takes, in order (``token_sizes`` only where the batch has it)."""
 
 
 class _TensorOutputs(nn.Module):

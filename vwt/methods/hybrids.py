@@ -39,8 +39,8 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
 
     Args:
         model: a model ToMe supports (CLIP, ViT, DINOv2, SigLIP).
-        vocab, threshold, max_tokens, keep, connected: the visual-word tokenizer
-            (see :func:`vwt.methods.visual_word_tokenizer`).
+        vocab: the visual-word tokenizer's vocabulary, with ``threshold``, ``max_tokens``, ``keep`` and
+            ``connected`` (see :func:`vwt.methods.visual_word_tokenizer`).
         r: ToMe's tokens merged per layer (an int or one per layer), or the share of each image's tokens
             merged in each layer (a float in [0, 0.5)).
         tome_options: the rest of :class:`vwt.methods.tome.ToMeConfig` (``schedule``, ``inflect``,

@@ -163,6 +163,8 @@ METHODS: dict[str, Callable[..., Callable[[torch.Tensor], MethodResult]]] = {
     "dynamicvit": _bind_dynamicvit,
     "q8": _bind_q8,
 }
+"""Each method's name to its binder: ``METHODS[name](model, **options)`` returns the function that runs it
+on ``pixel_values``. :func:`load` refuses a name that is not a key here."""
 
 
 @dataclass(frozen=True)

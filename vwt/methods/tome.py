@@ -159,7 +159,8 @@ def attend_proportionally(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, siz
     (FlexAttention with ``log(size)`` as a ``score_mod`` on CUDA, SDPA with it as a float bias on CPU).
 
     Args:
-        q, k, v: ``[B, H, N, d]``; size: ``[B, N, 1]`` or None (plain attention).
+        q: ``[B, H, N, d]``, and so are ``k`` and ``v``.
+        size: ``[B, N, 1]`` or None (plain attention).
 
     Returns:
         ``[B, H, N, d]``.

@@ -67,6 +67,7 @@ __all__ = ["VisualWordTokenizer", "IntraImageTokenizer", "TokenizerConfig", "TOK
 logger = logging.getLogger(__name__)
 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+"""The file that holds a saved tokenizer's settings (threshold or budget), beside its vocabulary."""
 
 
 class _PatchTokenizer:

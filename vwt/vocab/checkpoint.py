@@ -30,6 +30,7 @@ __all__ = ["CHECKPOINT_SUFFIX", "MAX_STATE_BYTES", "CheckpointError", "checkpoin
            "save_checkpoint"]
 
 CHECKPOINT_SUFFIX = ".checkpoint.safetensors"
+"""A build's checkpoint is ``OUT`` with this suffix, beside ``OUT``."""
 MAX_STATE_BYTES = 2**20
 """The most bytes of JSON state a checkpoint may hold (a build's state is a few kB)."""
 

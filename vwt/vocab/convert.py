@@ -49,6 +49,7 @@ REFERENCE_PREPROCESSING = (
     "torchvision Resize((256, 256)) bilinear (aspect ratio not kept), CenterCrop(224), ToTensor, "
     "Normalize(CLIP mean, CLIP std) -- utils/imgnet_dataset.py of github.com/wearepal/visual-word-tokenizer"
 )
+"""The reference implementation's preprocessing, as a converted vocabulary's card records it."""
 
 
 def reference_image_processor() -> Any:

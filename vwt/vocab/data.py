@@ -29,10 +29,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DATASET_ALIASES = {"imagenet": "ILSVRC/imagenet-1k"}
+"""Short ``--data`` names for hub datasets."""
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
 )
-# Real photographs shipped with scikit-image that load without any download.
+"""The file suffixes a folder source reads as images (lower case)."""
 SAMPLE_IMAGE_NAMES = (
     "astronaut",
     "chelsea",
@@ -50,6 +51,7 @@ SAMPLE_IMAGE_NAMES = (
     "clock",
     "cell",
 )
+"""Real photographs shipped with scikit-image that load without any download."""
 
 
 @dataclass

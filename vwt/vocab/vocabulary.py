@@ -37,12 +37,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 VOCAB_FILE = "vocab.safetensors"
+"""The file that holds the centroids (one safetensors tensor)."""
 CONFIG_FILE = "config.json"
+"""The file that holds the :class:`vwt.config.VocabularyConfig`."""
 _TENSOR = "centroids"
-# What a saved vocabulary (or tokenizer) directory holds: the only kind of directory --overwrite replaces.
 VOCABULARY_CONTENTS = DirectoryContents(
     "a vocabulary", frozenset({CONFIG_FILE, VOCAB_FILE}), frozenset({"README.md", "tokenizer_config.json", ".gitattributes"})
 )
+"""What a saved vocabulary (or tokenizer) directory holds: the only kind of directory ``--overwrite`` replaces."""
 
 
 class VocabularyLoadError(ValueError):
