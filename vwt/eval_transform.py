@@ -25,6 +25,7 @@ from PIL import Image
 __all__ = ["EVAL_TRANSFORM_TYPE", "EvalTransform", "eval_transform", "is_eval_transform_name"]
 
 EVAL_TRANSFORM_TYPE = "EvalTransform"
+"""The ``image_processor_type`` a recorded :class:`EvalTransform` has in a vocabulary's config."""
 _PREFIXES = ("timm:", "open_clip:")
 _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
              "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
