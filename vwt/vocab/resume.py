@@ -22,8 +22,8 @@ __all__ = ["COUNT_FIELDS", "BuildShape", "build_settings", "check_state", "resto
 
 logger = logging.getLogger(__name__)
 
-# The build's counts a checkpoint records (the fields of :class:`vwt.vocab.build.BuildStats` that sum over ranks).
 COUNT_FIELDS = ("num_images", "num_patches", "num_skipped")
+"""The build's counts a checkpoint records (the fields of :class:`vwt.vocab.build.BuildStats` that sum over ranks)."""
 _STATE_KEYS = {"format", "settings", "source", "rounds", "stats", "kmeans"}
 _MT19937_KEYS = 624
 
