@@ -28,6 +28,7 @@ from .ragged import RaggedLayout, document_block_mask, from_ragged, to_ragged
 __all__ = ["KERNELS", "attention_kernel", "sized_attention", "ragged_attention", "ragged_block_mask", "ragged_key_bias"]
 
 KERNELS = ("auto", "flex", "sdpa")
+"""The attention kernels :func:`attention_kernel` accepts; ``"auto"`` resolves to one of the others."""
 
 
 def attention_kernel(kernel: str, device: torch.device | str, dropout_p: float = 0.0) -> str:

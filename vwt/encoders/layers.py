@@ -16,8 +16,8 @@ from .ragged import RaggedLayout, from_ragged, to_ragged
 
 __all__ = ["Attend", "attention_block", "mlp_block", "run_ragged_layers"]
 
-#: ``attend(q, k, v, scale, dropout_p) -> [B, H, N, d]`` on ``[B, H, N, d]`` queries, keys and values.
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, float], torch.Tensor]
+"""``attend(q, k, v, scale, dropout_p) -> [B, H, N, d]`` on ``[B, H, N, d]`` queries, keys and values."""
 
 
 def attention_block(parts: LayerParts, x: torch.Tensor, attend: Attend) -> tuple[torch.Tensor, torch.Tensor]:
