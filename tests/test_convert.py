@@ -1,5 +1,6 @@
 """vwt-convert-vocab: the reference implementation's vocab.pt to a vocabulary that tokenizes like the reference."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -9,7 +10,8 @@ from PIL import Image
 
 from vwt.cli.convert_vocab import main as convert_vocab_main
 from vwt.tokenize.tokenizer import VisualWordTokenizer
-from vwt.vocab.convert import convert_reference_vocab, reference_image_processor
+from vwt.vocab.convert import convert_reference_vocab, load_reference_centroids, reference_image_processor
+from vwt.vocab.torchsave import TorchSaveError, read_header, read_tensor
 from vwt.vocab.vocabulary import VocabularyLoadError
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
@@ -100,10 +102,10 @@ class Payload:
         return (print, ("arbitrary code ran",))
 
 
-def test_a_pickle_with_code_is_refused_by_weights_only(tmp_path, capsys):
+def test_a_pickle_with_code_is_refused_without_running_it(tmp_path, capsys):
     path = tmp_path / "vocab.pt"
     torch.save(Payload(), path)
-    with pytest.raises(VocabularyLoadError, match="weights_only"):
+    with pytest.raises(VocabularyLoadError, match=r"names \S*print, which is not a tensor storage"):
         convert_reference_vocab(path)
     assert "arbitrary code ran" not in capsys.readouterr().out
 
@@ -140,7 +142,7 @@ def test_convert_overwrite_onto_the_folder_holding_its_input_is_refused_and_keep
     for out in (path.parent, path.parent.parent):  # the folder of vocab.pt, and one above it
         assert convert_vocab_main([str(path), "--out", str(out), "--overwrite"]) == 1
         assert "holds the input" in capsys.readouterr().err
-    assert torch.equal(torch.load(path, weights_only=True), words)
+    assert torch.equal(load_reference_centroids(path), words)
 
 
 def test_convert_overwrite_replaces_a_vocabulary_or_an_empty_folder(random_pt, tmp_path):
@@ -173,3 +175,47 @@ def test_convert_a_fifo_as_input_is_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(VocabularyLoadError, match="named pipe"):
         convert_reference_vocab(fifo)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_the_reader_gives_what_torch_save_wrote_without_torch_load(tmp_path, monkeypatch, dtype):
+    words = torch.randn(5, 12, generator=torch.Generator().manual_seed(0)).to(dtype)
+    views = {"plain": words, "transposed": words.t(), "sliced": words[1:4, ::2], "expanded": words[0].expand(3, 12)}
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
+    for name, view in views.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(view, path)
+        spec = read_header(path)
+        assert (spec.shape, spec.dtype) == (tuple(view.shape), dtype), name
+        assert torch.equal(read_tensor(path, spec), view), name
+
+
+def test_the_reader_gives_lists_and_dicts_of_unread_tensors(tmp_path):
+    path = tmp_path / "nested.pt"
+    torch.save({"a": [torch.zeros(2, 3), torch.ones(4)], "b": 7}, path)
+    header = read_header(path)
+    assert header["b"] == 7 and [t.shape for t in header["a"]] == [(2, 3), (4,)]
+
+
+@pytest.mark.parametrize("case", ["not a zip", "legacy format", "storage cut short", "view past its storage"])
+def test_the_reader_refuses_a_damaged_archive_with_a_clear_error(tmp_path, case):
+    path = tmp_path / "bad.pt"
+    if case == "not a zip":
+        path.write_bytes(b"hello")
+    elif case == "legacy format":
+        torch.save(torch.zeros(2, 3), path, _use_new_zipfile_serialization=False)
+    else:
+        torch.save(torch.zeros(2, 3), path)
+    if case in ("not a zip", "legacy format"):
+        with pytest.raises(TorchSaveError, match="not a readable torch.save archive"):
+            read_header(path)
+        return
+    spec = read_header(path)
+    if case == "storage cut short":
+        spec = dataclasses.replace(spec, storage_numel=7)
+        match = "missing or not 28 bytes"
+    else:
+        spec = dataclasses.replace(spec, shape=(3, 3))
+        match = "reaches past its storage of 6 elements"
+    with pytest.raises(TorchSaveError, match=match):
+        read_tensor(path, spec)

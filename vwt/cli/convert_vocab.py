@@ -18,7 +18,7 @@ def convert_vocab_parser() -> argparse.ArgumentParser:
         prog="vwt-convert-vocab",
         description="Convert the reference implementation's vocab.pt (torch.save of a [k, 3*p*p] centroid tensor, "
         "e.g. from LeonidasY/inter-image-imgnet-1000) into a vocabulary directory (vocab.safetensors, config.json, "
-        "README.md). The file is read with torch.load(weights_only=True) and must hold one 2-D float tensor.",
+        "README.md). The file is parsed, never unpickled, and must hold one 2-D float tensor.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("vocab_pt", help="path of the reference vocab.pt")

@@ -3,8 +3,9 @@
 The reference code (github.com/wearepal/visual-word-tokenizer, linked from arXiv:2411.15397) saves its
 words with ``torch.save(centroids)`` and publishes ImageNet-1k vocabularies on the hub
 (``LeonidasY/inter-image-imgnet-{100,1000,10000}``). This is the ONE place in ``vwt`` that reads a
-``torch.save`` file, with ``torch.load(weights_only=True)`` (no arbitrary objects), and it accepts only
-one 2-D floating-point tensor. Everything else in ``vwt`` reads safetensors.
+``torch.save`` file, and it never unpickles it: :mod:`vwt.vocab.torchsave` parses the archive's pickle
+opcodes without running them and accepts only one 2-D floating-point tensor. Everything else in ``vwt``
+reads safetensors.
 
 What the reference code does, read from its repository (``utils/imgnet_dataset.py``, ``process.py``,
 ``vwt/inter.py``, ``utils/vwt.py``):
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from ..config import VocabularyConfig
 from ..io import BadFileError, atomic_directory, check_output, check_regular_file
 from ..preprocess import preprocess_config
 from ..version import __version__
+from .torchsave import SavedTensor, TorchSaveError, read_header, read_tensor
 from .vocabulary import VOCABULARY_CONTENTS, VisualVocabulary, VocabularyLoadError
 
 __all__ = ["MAX_BYTES", "REFERENCE_PREPROCESSING", "convert_reference_vocab", "load_reference_centroids",
@@ -80,19 +83,22 @@ def load_reference_centroids(path: str | os.PathLike, *, max_bytes: int = MAX_BY
     if size > max_bytes:
         raise VocabularyLoadError(f"{path}: the file is {size:,} bytes, over {limit}")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - the unpickler raises many types; name the file once
-        raise VocabularyLoadError(f"{path}: not a tensor file that loads with weights_only=True "
-                                  f"({type(err).__name__}: {err})") from err
-    if not isinstance(obj, torch.Tensor):
+        obj = read_header(path)
+    except TorchSaveError as err:
+        raise VocabularyLoadError(f"{path}: {err}") from err
+    if not isinstance(obj, SavedTensor):
         raise VocabularyLoadError(f"{path}: expected one tensor, found {type(obj).__name__}")
-    if obj.ndim != 2 or not obj.is_floating_point():
+    if len(obj.shape) != 2 or not obj.dtype.is_floating_point:
         raise VocabularyLoadError(f"{path}: expected a 2-D float tensor of centroids, found {obj.dtype} "
-                                  f"of shape {tuple(obj.shape)}")
-    if obj.numel() * 4 > max_bytes:  # before anything materialises it
-        raise VocabularyLoadError(f"{path}: a {list(obj.shape)} tensor takes {obj.numel() * 4:,} bytes as float32, "
+                                  f"of shape {obj.shape}")
+    if obj.numel * 4 > max_bytes:  # before anything materialises it
+        raise VocabularyLoadError(f"{path}: a {list(obj.shape)} tensor takes {obj.numel * 4:,} bytes as float32, "
                                   f"over {limit}")
-    centroids = obj.detach().to(torch.float32).contiguous()
+    try:
+        tensor = read_tensor(path, obj)
+    except (TorchSaveError, OSError, zipfile.BadZipFile) as err:
+        raise VocabularyLoadError(f"{path}: {err}") from err
+    centroids = tensor.to(torch.float32)
     if not torch.isfinite(centroids).all():
         raise VocabularyLoadError(f"{path}: centroids contain NaN or infinite values")
     return centroids
