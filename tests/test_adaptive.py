@@ -183,3 +183,38 @@ def test_protected_prefix_tokens_stay_first_in_their_order():
     x = torch.arange(6.0).reshape(1, 6, 1)
     assert merged.tolist() == [1]
     torch.testing.assert_close(merge(x, mode="sum")[0, :, 0], torch.tensor([0.0, 1.0, 2.0, 3.0 + 4.0, 5.0]))
+
+
+# ------------------------------------------------------------------------------ the hybrid's batching
+@pytest.fixture(scope="module")
+def six_photos(sample_vocab_dir, sample_photos):
+    """Six real photos (224 px, patch 16): ``"auto"`` runs them as two buckets of three."""
+    return VisualWordTokenizer.from_pretrained(sample_vocab_dir)([image for _, image in sample_photos[:6]])["pixel_values"]
+
+
+@pytest.mark.parametrize("family", ["dinov2", "clip"])
+@pytest.mark.parametrize("batching", ["auto", "pad", "bucket"])
+def test_each_image_of_a_hybrid_batch_is_itself_alone_in_every_batching(six_photos, sample_vocab_dir, family, batching):
+    model = _model(family, _WORDS)
+    options = dict(vocab=str(sample_vocab_dir), threshold=0.3, connected=True, r=0.2)
+    batch = _run(methods.load("vwt+tome", batching=batching, **options), model, six_photos)
+    lengths = batch.sequence_lengths
+    assert lengths.unique().numel() > 2  # variable lengths: buckets differ from one padded batch
+    alone = [_run(methods.load("vwt+tome", **options), model, six_photos[i:i + 1]) for i in range(len(six_photos))]
+    for i, result in enumerate(alone):
+        torch.testing.assert_close(batch.outputs.pooler_output[i:i + 1], result.outputs.pooler_output, **TOL)
+        n = result.token_sizes.shape[1]
+        assert torch.equal(batch.token_sizes[i, :n], result.token_sizes[0]) and batch.token_sizes[i, n:].eq(0).all()
+    # the compute reported: the longest image for "pad", each bucket's longest in the bucketed modes
+    groups = {"pad": [range(6)], "auto": [range(0, 3), range(3, 6)], "bucket": [range(0, 2), range(2, 4), range(4, 6)]}
+    groups = groups[batching]  # "bucket": its default 4 buckets of 6 images are 3 of 2
+    order = lengths.argsort(descending=True, stable=True).tolist()
+    expected = [sum(len(g) * max(r.tokens_per_layer[layer] for r in (alone[order[i]] for i in g)) for g in groups) / 6
+                for layer in range(len(batch.tokens_per_layer))]
+    assert batch.tokens_per_layer == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("batching", ["pack", "ragged", "stream"])
+def test_the_hybrid_refuses_batchings_that_do_not_keep_images_apart_for_tome(sample_vocab_dir, batching):
+    with pytest.raises(ValueError, match="batching"):
+        methods.load("vwt+tome", vocab=str(sample_vocab_dir), r=0.1, batching=batching).bind(_model("vit", _WORDS))

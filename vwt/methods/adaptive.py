@@ -45,6 +45,33 @@ def fraction_counts(mergeable: torch.Tensor, fraction: float) -> torch.Tensor:
     return torch.floor(mergeable.double() * fraction + 0.5).long()
 
 
+def _output_slots(valid: torch.Tensor, merged_a: torch.Tensor, node_idx: torch.Tensor, count: torch.Tensor,
+                  protected: int) -> torch.Tensor:
+    """Where each token lands after a merge: ``[B, N]`` int64 positions in the merged sequence, -1 for padding.
+
+    The merged order: protected prefix tokens in their order, the kept real A tokens (even positions),
+    the real B tokens (odd positions), each in their previous order; a merged A token lands where its B
+    token does. An image that merges nothing keeps its order.
+
+    Args:
+        valid: ``[B, N]`` bool, real tokens first; merged_a: ``[B, Na]`` bool, the A tokens merged away;
+        node_idx: ``[B, Na]`` the B token each A token proposes; count: ``[B]`` tokens merged per image.
+    """
+    b, n = valid.shape
+    position = torch.arange(n, device=valid.device)
+    prefix = position < protected  # [N]
+    kept_a = valid[:, ::2] & ~merged_a & ~prefix[::2]  # [B, Na]
+    real_b = valid[:, 1::2] & ~prefix[1::2]  # [B, Nb]
+    first = min(protected, n)
+    slot_a = torch.where(prefix[::2], position[::2], first - 1 + kept_a.cumsum(dim=1))
+    slot_b = torch.where(prefix[1::2], position[1::2], first - 1 + kept_a.sum(dim=1, keepdim=True) + real_b.cumsum(dim=1))
+    slot_a = torch.where(merged_a, slot_b.gather(1, node_idx), slot_a)
+    slot = torch.empty(b, n, dtype=torch.long, device=valid.device)
+    slot[:, ::2], slot[:, 1::2] = slot_a, slot_b
+    slot = torch.where(count[:, None] > 0, slot, position)
+    return slot.masked_fill(~valid, -1)
+
+
 def adaptive_soft_matching(metric: torch.Tensor, *, fraction: float | None = None, similarity: float | None = None,
                            protect_cls: bool | int = True, valid: torch.Tensor | None = None
                            ) -> tuple[Merge, torch.Tensor]:
@@ -78,7 +105,8 @@ def adaptive_soft_matching(metric: torch.Tensor, *, fraction: float | None = Non
             scores[:, : (protected + 1) // 2, :] = -math.inf  # protected tokens of A (even positions)
             scores[:, :, : protected // 2] = -math.inf  # protected tokens of B (odd positions)
         node_max, node_idx = scores.max(dim=-1)  # [B, Na]
-        mergeable = valid.sum(dim=1) - protected  # [B]
+        real = valid.sum(dim=1)  # [B]
+        mergeable = real - protected
         if fraction is not None:
             count = fraction_counts(mergeable, fraction)
         else:
@@ -88,26 +116,19 @@ def adaptive_soft_matching(metric: torch.Tensor, *, fraction: float | None = Non
         rank = torch.empty_like(edge_idx).scatter_(1, edge_idx, torch.arange(edge_idx.shape[1], device=metric.device)
                                                    .expand_as(edge_idx))
         merged_a = rank < count[:, None]  # [B, Na]
-        na, nb = merged_a.shape[1], n // 2
-        # where each A token's value goes: its B token, or a discarded slot nb when it stays
-        dst_idx = torch.where(merged_a, node_idx, torch.full_like(node_idx, nb))[..., None]  # [B, Na, 1]
-        # output order over [A tokens, B tokens]: protected prefix tokens in their order, kept real A (group 0),
-        # real B (group 1), padding (group 2); an image that merges nothing keeps its order (as ToMe with r=0)
-        group = torch.cat([torch.where(valid[:, ::2] & ~merged_a, 0, 2), torch.where(valid[:, 1::2], 1, 2)], dim=1)
-        position = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)]).to(metric.device)  # [N] before
-        merging = torch.where(position < protected, position, (group + 1) * n + torch.arange(n, device=metric.device))
-        key = torch.where(count[:, None] > 0, merging, position + 3 * n * (group == 2))
-        order = key.argsort(dim=1)  # [B, N], keys unique per row
-        length = int((group < 2).sum(dim=1).max())  # one host sync per layer: the new padded length
-        order = order[:, :length, None]  # [B, L, 1]
-        keep = group.gather(1, order[..., 0]).lt(2)[..., None]  # [B, L, 1]
+        slot = _output_slots(valid, merged_a, node_idx, count, protected)  # [B, N], -1 for padding
+        length = int((real - count).max())  # one host sync per layer: the new padded length
+        # each input token's row in the merged batch flattened to [B * L + 1]; padding goes to the last row
+        row = torch.arange(b, device=metric.device)[:, None] * length + slot
+        row = torch.where(slot >= 0, row, b * length).flatten()  # [B * N]
 
     def merge(x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
-        src, dst = x[:, ::2], x[:, 1::2]
         c = x.shape[-1]
-        dst = torch.cat([dst, dst.new_zeros(b, 1, c)], dim=1)
-        dst = dst.scatter_reduce(1, dst_idx.expand(b, na, c), src, reduce=mode)[:, :nb]
-        out = torch.cat([src, dst], dim=1).gather(1, order.expand(b, length, c))
-        return out.masked_fill(~keep, 0)
+        out = x.new_zeros(b * length + 1, c)
+        if mode == "sum":  # the hot path (size-weighted merges): one pass, rows added in token order
+            out.index_add_(0, row, x.reshape(b * n, c))
+        else:
+            out.scatter_reduce_(0, row[:, None].expand(-1, c), x.reshape(b * n, c), reduce=mode, include_self=False)
+        return out[:-1].view(b, length, c)
 
     return merge, count

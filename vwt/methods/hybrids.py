@@ -11,6 +11,13 @@ With a threshold at the input, use a fractional ``r`` (a share of each image's t
 or ``similarity=``: then every stage is adaptive, and an image the words already shrank loses only its
 share in each layer, where a fixed ``r`` would remove the same count from every image.
 
+Batching (``batching=``): ``"pad"`` runs the whole batch padded to its longest image; ``"bucket"`` sorts
+the images by token count and runs groups of similar length separately (:func:`~vwt.encoders.batching.plan_buckets`),
+each padded to its own longest; ``"auto"`` (the default) picks per batch with
+:func:`~vwt.encoders.batching.choose_batching` (buckets of a few images for variable lengths, one dense
+batch for equal ones). ToMe pairs tokens by position within each image, so ``"pack"`` and ``"ragged"``
+do not apply. Every mode gives each image the result it gets alone.
+
 Use it through :func:`vwt.methods.load`::
 
     runner = vwt.methods.load("vwt+tome", vocab="vocabularies/dinov2-p14-k1000", threshold=0.02,
@@ -27,14 +34,49 @@ import torch
 from torch import nn
 
 from ..encoders import VisualWordModel
+from ..encoders.batching import choose_batching, plan_buckets
 from .result import MethodResult
 
-__all__ = ["bind_vwt_tome"]
+__all__ = ["bind_vwt_tome", "run_in_buckets"]
+
+HYBRID_BATCHING = ("auto", "pad", "bucket")
+"""The batching modes of ``vwt+tome`` (see the module notes)."""
+
+Layers = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, list[int]]]
+
+
+def run_in_buckets(layers: Layers, hidden: torch.Tensor, sizes: torch.Tensor, lengths: torch.Tensor,
+                   buckets: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Run ``layers`` on groups of images, each padded to its own longest, and pad the results together.
+
+    Args:
+        layers: ``(x [b, S, D], sizes [b, S, 1]) -> (x [b, T, D], sizes [b, T, 1], sequence length entering
+            each layer)``, padding (size 0) last in each row.
+        hidden: ``[B, S, D]`` the embedded batch, real tokens first; sizes: ``[B, S, 1]`` (0: padding).
+        lengths: ``[B]`` real tokens per image; buckets: index tensors into the batch
+            (:func:`~vwt.encoders.batching.plan_buckets`).
+
+    Returns:
+        ``(x [B, T, D], sizes [B, T, 1], mean sequence length per image entering each layer)``, ``T`` the
+        longest final length over the buckets, padding (size 0, zero) behind each image's tokens.
+    """
+    widths = [int(lengths[index].max()) for index in buckets]  # a few host syncs per batch: the plan
+    runs = [layers(hidden[index, :width], sizes[index, :width]) for index, width in zip(buckets, widths)]
+    longest = max(x.shape[1] for x, _, _ in runs)
+    x_out = hidden.new_zeros(len(hidden), longest, hidden.shape[-1])
+    size_out = sizes.new_zeros(len(hidden), longest, 1)
+    counts = [0.0] * len(runs[0][2])
+    for index, (x, size, bucket_counts) in zip(buckets, runs):
+        x_out[index, : x.shape[1]] = x
+        size_out[index, : x.shape[1]] = size
+        counts = [total + len(index) * c for total, c in zip(counts, bucket_counts)]
+    return x_out, size_out, [total / len(hidden) for total in counts]
 
 
 def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | None = None,
                   max_tokens: int | None = None, keep: float | None = None, connected: bool | None = None,
-                  r: int | float | Sequence[int] = 0, **tome_options: Any) -> Callable[[torch.Tensor], MethodResult]:
+                  r: int | float | Sequence[int] = 0, batching: str = "auto", num_buckets: int = 4,
+                  **tome_options: Any) -> Callable[[torch.Tensor], MethodResult]:
     """Bind ``vwt+tome`` to ``model``: a function of ``pixel_values`` ``[B, C, H, W]``.
 
     Args:
@@ -43,27 +85,41 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
             ``connected`` (see :func:`vwt.methods.visual_word_tokenizer`).
         r: ToMe's tokens merged per layer (an int or one per layer), or the share of each image's tokens
             merged in each layer (a float in [0, 0.5)).
+        batching: ``"auto"`` (the default), ``"pad"`` or ``"bucket"`` (see the module notes).
+        num_buckets: groups per batch for ``"bucket"`` (``"auto"`` chooses its own).
         tome_options: the rest of :class:`vwt.methods.tome.ToMeConfig` (``schedule``, ``inflect``,
             ``similarity``).
     """
     from .tome import ToMe
     from .tokenizers import visual_word_tokenizer
 
+    if batching not in HYBRID_BATCHING:
+        raise ValueError(f"vwt+tome batching must be one of {', '.join(HYBRID_BATCHING)}, got {batching!r} "
+                         "(ToMe pairs tokens by position within each image: no packing, no ragged batch)")
     tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected)
     tome = ToMe(model, r=r, **tome_options)
     if not tome.config.proportional_attention:
         raise ValueError("vwt+tome carries the tokenizer's sizes into ToMe: proportional_attention must stay on")
     wrapped = VisualWordModel(model)  # proportional attention: the sizes come with the embedded tokens
+    device = next(wrapped.model.parameters()).device
+
+    def layers(x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        x, size, _, counts = tome.run_layers(x, size)
+        return x, size, counts
 
     def run(pixel_values: torch.Tensor) -> MethodResult:
         batch = tokenizer(pixel_values=pixel_values)
         tokens = wrapped.embed(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"],
                                batch["token_sizes"])
-        x, size, _, counts = tome.run_layers(tokens.hidden, tokens.sizes.unsqueeze(-1))
+        lengths, sizes = tokens.mask.sum(1), tokens.sizes.unsqueeze(-1).to(tokens.hidden.dtype)
+        mode, buckets = (batching, num_buckets) if batching != "auto" else choose_batching(lengths, device, ragged=False)
+        if mode == "bucket" and len(lengths) > 1:
+            x, size, counts = run_in_buckets(layers, tokens.hidden, sizes, lengths, plan_buckets(lengths, buckets))
+        else:
+            x, size, counts = layers(tokens.hidden, sizes)
         sizes = size[..., 0]
-        mask = (sizes > 0).long()
-        outputs = wrapped.adapter.outputs(x, mask, token_sizes=sizes)
-        return MethodResult(outputs=outputs, tokens_per_layer=tuple(counts), sequence_lengths=tokens.mask.sum(1),
+        outputs = wrapped.adapter.outputs(x, (sizes > 0).long(), token_sizes=sizes)
+        return MethodResult(outputs=outputs, tokens_per_layer=tuple(counts), sequence_lengths=lengths,
                             token_sizes=sizes.round().long())
 
     return run
