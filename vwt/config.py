@@ -244,12 +244,26 @@ class TokenizerConfig:
     keep: float | None = None
     # Merge only 4-connected patches of a word: each word's patches split into contiguous pieces.
     connected: bool = False
+    # Merge only patches inside one ``window x window`` block of the patch grid (None: anywhere).
+    window: int | None = None
+    # Merge only patches whose norms lie in one band [b**i, b**(i + 1)) of this ratio b > 1 (None: any norms).
+    norm_band: float | None = None
 
     def __post_init__(self) -> None:
         budgets = [name for name in ("max_tokens", "keep") if getattr(self, name) is not None]
         if self.connected and budgets:
             raise ValueError("connected=True works with a threshold, not a token budget (joining a patch can "
                              "bridge two pieces at once, so an exact count is not guaranteed)")
+        if self.window is not None:
+            if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+                raise ValueError(f"window must be a whole number of patches >= 1, got {self.window!r}")
+        if self.norm_band is not None and not (isinstance(self.norm_band, (int, float)) and self.norm_band > 1
+                                               and math.isfinite(self.norm_band)):
+            raise ValueError(f"norm_band must be a finite ratio > 1, got {self.norm_band!r}")
+        split = [name for name in ("window", "norm_band") if getattr(self, name) is not None]
+        if split and budgets:
+            raise ValueError(f"{split[0]}= works with a threshold, not a token budget (a budget counts a word's "
+                             "patches as one token, which it may split)")
         check_token_budget(self.max_tokens, self.keep)
         if budgets and self.threshold is not None:
             raise ValueError(f"a token budget replaces the threshold: pass {budgets[0]} or threshold, not both")

@@ -100,8 +100,9 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
 
 def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None, batching: str = "auto",
               proportional_attention: bool | float = True, max_tokens: int | None = None,
-              keep: float | None = None, connected: bool | None = None) -> Callable[[torch.Tensor], MethodResult]:
-    tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected)
+              keep: float | None = None, connected: bool | None = None,
+              window: int | None = None, norm_band: float | None = None) -> Callable[[torch.Tensor], MethodResult]:
+    tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected, window, norm_band)
     return _bind_tokenizer(model, tokenizer, batching, proportional_attention)
 
 
@@ -193,8 +194,9 @@ def load(name: str, **options: Any) -> Method:
 
     Args:
         name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=`` or a token budget ``max_tokens=`` /
-            ``keep=``, ``connected=``, ``batching=``, ``proportional_attention=``); ``intra`` (``keep=`` or
-            ``max_tokens=``, ``batching=``, ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``);
+            ``keep=``, ``connected=``, ``window=``, ``norm_band=``, ``batching=``,
+            ``proportional_attention=``); ``intra`` (``keep=`` or ``max_tokens=``, ``batching=``,
+            ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``);
             ``vwt+tome`` (the ``vwt`` tokenizer's options and ToMe's, see
             :func:`vwt.methods.hybrids.bind_vwt_tome`); ``dynamicvit`` (``predictor=`` directory, or ``keep=``
             for an untrained predictor); ``q8``. ``batching`` is ``auto`` (the default), ``pad``, ``bucket``,

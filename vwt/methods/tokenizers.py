@@ -13,7 +13,8 @@ __all__ = ["visual_word_tokenizer"]
 
 def visual_word_tokenizer(model: nn.Module, vocab: Any, threshold: float | None = None,
                           max_tokens: int | None = None, keep: float | None = None,
-                          connected: bool | None = None) -> Any:
+                          connected: bool | None = None, window: int | None = None,
+                          norm_band: float | None = None) -> Any:
     """The :class:`~vwt.tokenize.tokenizer.VisualWordTokenizer` a ``vwt`` method runs for ``model``.
 
     ``vocab`` is a vocabulary or tokenizer directory / hub id (the other options override what it saved),
@@ -24,14 +25,16 @@ def visual_word_tokenizer(model: nn.Module, vocab: Any, threshold: float | None 
     if vocab is None:
         raise ValueError("vwt needs vocab=<directory or hub id of a vocabulary, or a VisualWordTokenizer>")
     if isinstance(vocab, VisualWordTokenizer):
-        given = {"threshold": threshold, "max_tokens": max_tokens, "keep": keep, "connected": connected}
+        given = {"threshold": threshold, "max_tokens": max_tokens, "keep": keep, "connected": connected,
+                 "window": window, "norm_band": norm_band}
         conflicts = {k: v for k, v in given.items() if v is not None and v != getattr(vocab.config, k)}
         if conflicts:
             raise ValueError(f"{conflicts} conflict with the given tokenizer's {vocab.config}")
         tokenizer = vocab
     else:
         tokenizer = VisualWordTokenizer.from_pretrained(vocab, threshold=threshold, max_tokens=max_tokens, keep=keep,
-                                                        connected=connected)
+                                                        connected=connected, window=window,
+                                                        norm_band=norm_band)
     adapter = adapter_for(model)
     if tokenizer.patch_size != adapter.patch_size:
         raise ValueError(f"the vocabulary has patch size {tokenizer.patch_size}, the model {adapter.patch_size}")

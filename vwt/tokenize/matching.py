@@ -6,6 +6,8 @@ image whose patches all stay single keeps the patch order of the unmodified mode
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -19,6 +21,9 @@ __all__ = [
     "closest_first",
     "fold_surplus_words",
     "group_tokens",
+    "first_of_equal",
+    "split_groups",
+    "norm_bands",
     "keep_top_variance",
     "token_attention_mask",
     "count_token_sizes",
@@ -189,6 +194,64 @@ def group_tokens(word_ids: torch.Tensor, num_words: int) -> tuple[torch.Tensor, 
     is_first = first_of_patch == patch
     rank = is_first.long().cumsum(1) - 1
     return rank.gather(1, first_of_patch), is_first.sum(1)
+
+
+def first_of_equal(key: torch.Tensor) -> torch.Tensor:
+    """The raster index of the first patch of the image with the same key, for every patch.
+
+    A stable sort puts equal keys together with their patches in raster order; the first of each run
+    is its group's label.
+
+    Args:
+        key: ``[B, N]`` int64.
+
+    Returns:
+        ``[B, N]`` int64 in ``[0, N)``.
+    """
+    b, n = key.shape
+    order = torch.argsort(key, dim=1, stable=True)
+    sorted_key = key.gather(1, order)
+    starts = torch.ones_like(sorted_key, dtype=torch.bool)
+    starts[:, 1:] = sorted_key[:, 1:] != sorted_key[:, :-1]
+    position = torch.arange(n, device=key.device).expand(b, n)
+    run_start = torch.where(starts, position, 0).cummax(dim=1).values  # sorted position of the run's first patch
+    return torch.empty_like(order).scatter_(1, order, order.gather(1, run_start))
+
+
+def split_groups(word_ids: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    """Split every word's patches by a second label: patches merge only when word and part are equal.
+
+    Args:
+        word_ids: ``[B, N]`` int64 word (or group key) of each patch, -1 for a patch that stays alone.
+        part: ``[B, N]`` or ``[N]`` int64 >= 0 (a window block, a norm band).
+
+    Returns:
+        ``[B, N]`` int64: for a matched patch the raster index of the first patch with its word and
+        part (in ``[0, N)``, usable as a word id with ``num_words=N``), -1 for an unmatched patch.
+    """
+    index = torch.arange(word_ids.shape[1], device=word_ids.device)
+    part = part.expand_as(word_ids)
+    key = torch.where(word_ids >= 0, word_ids * (int(part.max()) + 1) + part, -1 - index)  # unmatched: unique
+    return torch.where(word_ids >= 0, first_of_equal(key), torch.full_like(word_ids, -1))
+
+
+def norm_bands(patches: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The band of each patch's norm: bands ``[ratio**i, ratio**(i + 1))``, numbered from 0 per image.
+
+    Cosine distance ignores a patch's norm: in normalized pixel space, flat patches of two shades of one
+    colour point almost the same way. Patches of one word in different bands do not merge.
+
+    Args:
+        patches: ``[B, N, D]``.
+        ratio: the bands' ratio, ``> 1``.
+
+    Returns:
+        ``[B, N]`` int64 >= 0.
+    """
+    if not ratio > 1.0:
+        raise ValueError(f"the norm band ratio must be > 1, got {ratio}")
+    band = torch.floor(patches.norm(dim=-1).clamp_min(1e-12).log() / math.log(ratio)).long()
+    return band - band.amin(dim=1, keepdim=True)
 
 
 def keep_top_variance(variance: torch.Tensor, num_kept: int) -> torch.Tensor:

@@ -1,17 +1,24 @@
-"""Pure tensor functions: split visual-word groups into spatially connected pieces.
+"""Pure tensor functions: split visual-word groups into spatially connected pieces and local windows.
 
 A word can stand for patches all over an image (sky at the top, a shirt of the same colour at the
 bottom). Averaging them puts one token at the mean of far-apart positions. Splitting each word's
 patches into 4-connected components keeps every merged token a contiguous region, whose mean position
 is inside it; on the real DINOv2 ViT-S/14 this is what brings VWT to ToMe's fidelity (see the
 frontier in docs/benchmarks.md).
+
+A window goes further: a merged token never reaches beyond one ``w x w`` block of patches (blocks tile
+the grid from its top-left corner). A word that covers a white background then leaves one token per
+block instead of one for the whole background, so the layers still see where the background is; on the
+mixed frontier (objects on white, interiors, wallpapers, photos) this is what lifts VWT above ToMe.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["connected_labels", "split_connected"]
+from .matching import split_groups
+
+__all__ = ["connected_labels", "split_connected", "window_blocks", "split_windows"]
 
 
 def connected_labels(key: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -67,3 +74,42 @@ def split_connected(word_ids: torch.Tensor, grid: tuple[int, int]) -> torch.Tens
     # Unmatched patches get keys no other patch has (n + own index), so they stay alone.
     key = torch.where(word_ids >= 0, word_ids, -1 - index)
     return torch.where(word_ids >= 0, connected_labels(key, grid), torch.full_like(word_ids, -1))
+
+
+
+def window_blocks(grid: tuple[int, int], window: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The ``window x window`` block of every patch: blocks tile the grid from its top-left corner.
+
+    Args:
+        grid: ``(rows, cols)`` of the patch grid.
+        window: block side in patches, ``>= 1`` (the last row and column of blocks may be smaller).
+
+    Returns:
+        ``[N]`` int64 block index of each patch in raster order, blocks numbered in raster order too.
+    """
+    if window < 1:
+        raise ValueError(f"window must be at least 1 patch, got {window}")
+    rows, cols = grid
+    index = torch.arange(rows * cols, device=device)
+    return (index // cols) // window * -(-cols // window) + (index % cols) // window
+
+
+def split_windows(word_ids: torch.Tensor, grid: tuple[int, int], window: int) -> torch.Tensor:
+    """Keys that merge only patches of one word inside one ``window x window`` block of the grid.
+
+    The keys are word ids for :func:`split_connected` (pieces of a word in a block) or for
+    :func:`vwt.tokenize.matching.group_tokens` with ``num_words=N``.
+
+    Args:
+        word_ids: ``[B, N]`` int64 word of each patch, -1 for a patch that stays alone.
+        grid: ``(rows, cols)`` of the patch grid, ``rows * cols == N``.
+        window: block side in patches, ``>= 1`` (1: nothing merges).
+
+    Returns:
+        ``[B, N]`` int64: for a matched patch the raster index of the first patch of its word in its
+        block (in ``[0, N)``), -1 for an unmatched patch.
+    """
+    rows, cols = grid
+    if rows * cols != word_ids.shape[1]:
+        raise ValueError(f"a {rows}x{cols} grid has {rows * cols} patches, the words {word_ids.shape[1]}")
+    return split_groups(word_ids, window_blocks(grid, window, word_ids.device))

@@ -58,9 +58,11 @@ from .matching import (
     keep_top_variance,
     match_words,
     match_words_budget,
+    norm_bands,
+    split_groups,
     token_attention_mask,
 )
-from .spatial import split_connected
+from .spatial import split_connected, split_windows
 
 __all__ = ["VisualWordTokenizer", "IntraImageTokenizer", "TokenizerConfig", "TOKENIZER_CONFIG_FILE"]
 
@@ -176,12 +178,20 @@ class VisualWordTokenizer(
         connected: merge only patches of a word that touch (4-connected): each word's patches split into
             contiguous pieces (:func:`vwt.tokenize.spatial.split_connected`), so a merged token is one region.
             With a threshold only.
+        window: merge only patches inside one ``window x window`` block of the patch grid
+            (:func:`vwt.tokenize.spatial.split_windows`), so no token stands for patches far apart; with
+            ``connected``, only touching patches of a word inside a block. ``1`` merges nothing. With a
+            threshold only.
+        norm_band: merge only patches whose norms (in normalized pixel space) lie in one band
+            ``[b**i, b**(i + 1))`` of this ratio ``b > 1`` (:func:`vwt.tokenize.matching.norm_bands`):
+            cosine distance alone would merge two shades of one colour. With a threshold only.
         device: where tokenization runs and its batch lives (e.g. ``"cuda"``, the model's device): the
             words move there once, pixel values on each call. Default: wherever the pixel values are.
     """
 
     def __init__(self, vocabulary: VisualVocabulary, threshold: float | None = None, image_processor: Any | None = None,
                  *, max_tokens: int | None = None, keep: float | None = None, connected: bool = False,
+                 window: int | None = None, norm_band: float | None = None,
                  device: str | torch.device | None = None):
         if not isinstance(vocabulary, VisualVocabulary):
             raise TypeError(f"vocabulary must be a VisualVocabulary, got {type(vocabulary).__name__}")
@@ -190,7 +200,8 @@ class VisualWordTokenizer(
         self.vocabulary = vocabulary
         self.config = TokenizerConfig(threshold=None if threshold is None else float(threshold),
                                       max_tokens=max_tokens, keep=None if keep is None else float(keep),
-                                      connected=bool(connected))
+                                      connected=bool(connected), window=window,
+                                      norm_band=None if norm_band is None else float(norm_band))
         self.device = None if device is None else torch.device(device)
         self._unit_words = torch.nn.functional.normalize(vocabulary.centroids.to(self.device), dim=-1)  # once
         self.patch_size = vocabulary.config.patch_size
@@ -208,6 +219,8 @@ class VisualWordTokenizer(
         knob = f"threshold={c.threshold}" if c.threshold is not None else (
             f"max_tokens={c.max_tokens}" if c.max_tokens is not None else f"keep={c.keep}")
         knob += ", connected=True" if c.connected else ""
+        knob += f", window={c.window}" if c.window is not None else ""
+        knob += f", norm_band={c.norm_band}" if c.norm_band is not None else ""
         return f"VisualWordTokenizer(k={self.vocabulary.config.k}, patch_size={self.patch_size}, {knob})"
 
     def __call__(
@@ -222,14 +235,24 @@ class VisualWordTokenizer(
             word_ids = match_words(patches, words, self.threshold, unit_words=True)  # [B, N]
         else:
             word_ids = match_words_budget(patches, words, budget, unit_words=True)
-        if self.config.connected:
-            grid = (pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size)
-            patch_to_token, num_tokens = group_tokens(split_connected(word_ids, grid), patches.shape[1])
-        else:
-            patch_to_token, num_tokens = group_tokens(word_ids, len(words))
+        patch_to_token, num_tokens = group_tokens(*self._split(word_ids, patches, pixel_values.shape[-2:]))
         token_words = torch.full((len(word_ids), int(num_tokens.max())), -1, dtype=torch.long, device=word_ids.device)
         token_words.scatter_(1, patch_to_token, word_ids)  # all patches of a token share its word
         return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors, word_ids=token_words)
+
+    def _split(self, word_ids: torch.Tensor, patches: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """Group keys after the configured splits (norm band, window, connected) and their number of values."""
+        c = self.config
+        if c.norm_band is None and c.window is None and not c.connected:
+            return word_ids, len(self.vocabulary.centroids)
+        grid = (size[0] // self.patch_size, size[1] // self.patch_size)
+        if c.norm_band is not None:
+            word_ids = split_groups(word_ids, norm_bands(patches, c.norm_band))  # [B, N] in [-1, N)
+        if c.window is not None:
+            word_ids = split_windows(word_ids, grid, c.window)
+        if c.connected:
+            word_ids = split_connected(word_ids, grid)
+        return word_ids, patches.shape[1]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> VisualWordTokenizer:
@@ -258,6 +281,7 @@ class VisualWordTokenizer(
     @classmethod
     def _from_pretrained(cls, *, model_id: str, threshold: float | None = None, max_tokens: int | None = None,
                          keep: float | None = None, image_processor: Any | None = None, connected: bool | None = None,
+                         window: int | None = None, norm_band: float | None = None,
                          device: str | torch.device | None = None, **hub_kwargs: Any) -> VisualWordTokenizer:
         hub_kwargs.pop("config", None)
         vocabulary = VisualVocabulary.from_pretrained(model_id, **hub_kwargs)  # never the mixin's loader
@@ -274,8 +298,10 @@ class VisualWordTokenizer(
                     raise VocabularyLoadError(str(err)) from err
                 threshold, max_tokens, keep = saved.threshold, saved.max_tokens, saved.keep
                 connected = saved.connected if connected is None else connected
+                window = saved.window if window is None else window
+                norm_band = saved.norm_band if norm_band is None else norm_band
         return cls(vocabulary, threshold=threshold, image_processor=image_processor, max_tokens=max_tokens, keep=keep,
-                   connected=bool(connected), device=device)
+                   connected=bool(connected), window=window, norm_band=norm_band, device=device)
 
 
 class IntraImageTokenizer(_PatchTokenizer):
