@@ -37,11 +37,17 @@ SWEEPS: dict[str, dict[str, tuple]] = {
 
 
 #: The adaptive configurations the mixed set adds: ToMe with a share ``r`` (every image merges that share
-#: of its own tokens); ``vwt+tome`` with a threshold at the input and a share ``r`` in the layers,
-#: as ``(threshold, connected, r)``.
-ADAPTIVE: dict[str, tuple] = {"tome_share": (0.08,),
-                              "hybrid": ((0.01, True, 0.03), (0.02, True, 0.02), (0.02, True, 0.025),
-                                         (0.03, True, 0.015), (0.03, True, 0.02))}
+#: of its own tokens); VWT with connected groups split by ``window`` blocks and ``norm_band`` bands; and
+#: ``vwt+tome`` with a threshold at the input and a share ``r`` in the layers. Every ``vwt`` and ``vwt+tome``
+#: entry is run with ``connected=True``.
+ADAPTIVE: dict[str, tuple] = {
+    "tome_share": (0.08,),
+    "vwt": ({"threshold": 0.05, "window": 8}, {"threshold": 0.1, "window": 8, "norm_band": 1.2},
+            {"threshold": 0.2, "window": 8, "norm_band": 1.2}, {"threshold": 0.1, "window": 6, "norm_band": 1.2}),
+    "hybrid": ({"threshold": 0.02, "r": 0.025}, {"threshold": 0.03, "r": 0.02},
+               {"threshold": 0.02, "window": 8, "r": 0.03}, {"threshold": 0.02, "window": 6, "r": 0.03},
+               {"threshold": 0.03, "window": 8, "r": 0.02}),
+}
 
 
 def frontier_methods(vocab: str, num_patches: int, num_layers: int, full: bool = False,
@@ -59,7 +65,8 @@ def frontier_methods(vocab: str, num_patches: int, num_layers: int, full: bool =
     methods += [load("vwt+tome", vocab=vocab, keep=keep, r=min(r, most)) for keep, r in knobs["hybrid"]]
     if adaptive:
         methods += [load("tome", r=share) for share in ADAPTIVE["tome_share"]]
-        methods += [load("vwt+tome", vocab=vocab, threshold=t, connected=c, r=share) for t, c, share in ADAPTIVE["hybrid"]]
+        methods += [load("vwt", vocab=vocab, connected=True, batching="pack", **o) for o in ADAPTIVE["vwt"]]
+        methods += [load("vwt+tome", vocab=vocab, connected=True, **o) for o in ADAPTIVE["hybrid"]]
     methods += [load("intra", keep=k, batching="pack") for k in knobs["intra_keep"]]
     return methods + [load("q8")]
 
@@ -278,11 +285,14 @@ def margin_verdict(rows: list[dict[str, Any]], max_tokens: float = 0.60, margin:
 
 _FAMILY_STYLE = {"tome": ("tab:blue", "o"), "tome adaptive": ("tab:cyan", "o"), "vwt": ("tab:orange", "s"),
                  "vwt connected": ("tab:red", "s"), "vwt+tome": ("tab:green", "D"),
-                 "vwt+tome adaptive": ("olive", "D"), "intra": ("tab:purple", "^"), "q8": ("tab:gray", "P"),
+                 "vwt+tome adaptive": ("olive", "D"), "vwt windowed": ("tab:brown", "s"),
+                 "vwt+tome windowed": ("darkgreen", "D"), "intra": ("tab:purple", "^"), "q8": ("tab:gray", "P"),
                  "base": ("black", "*")}
 
 
 def _family(row: dict[str, Any]) -> str:
+    if row["method"] in ("vwt", "vwt+tome") and "window=" in row["label"]:
+        return f"{row['method']} windowed"
     if row["method"] == "vwt" and "connected=True" in row["label"]:
         return "vwt connected"
     if row["method"] == "tome" and not fixed_tome(row):
@@ -319,7 +329,8 @@ def write_frontier_plot(rows: list[dict[str, Any]], path: str | Path, title: str
                 continue
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker=marker, color=color, label=family, markersize=6,
-                    linestyle="-" if family in ("tome", "vwt connected", "vwt+tome", "vwt+tome adaptive") else "none")
+                    linestyle="-" if family in ("tome", "vwt connected", "vwt+tome", "vwt+tome adaptive", "vwt windowed",
+                                               "vwt+tome windowed") else "none")
         ax.set(xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
