@@ -56,7 +56,10 @@ def frontier_methods(vocab: str, num_patches: int, num_layers: int, full: bool =
     ``adaptive`` adds :data:`ADAPTIVE`."""
     knobs = SWEEPS["full" if full else "default"]
     most = (num_patches - 1) // num_layers  # ToMe must leave one patch token
-    rs = sorted({min(r, most) for r in knobs["tome_r"] + ((most,) if adaptive else ())})
+    rs = {min(r, most) for r in knobs["tome_r"]}
+    if adaptive:  # every int r near the largest: interpolating ToMe where its curve bends most, not along a chord
+        rs |= set(range(max(1, most - 5), most + 1))
+    rs = sorted(rs)
     methods = [load("base")]
     methods += [load("tome", r=r) for r in rs]
     methods += [load("vwt", vocab=vocab, threshold=t, batching="pack") for t in knobs["vwt_threshold"]]
