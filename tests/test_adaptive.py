@@ -20,6 +20,7 @@ from transformers import (
 )
 
 from vwt import methods
+from vwt.encoders.batching import plan_buckets
 from vwt.methods import ToMe
 from vwt.methods.adaptive import adaptive_soft_matching, fraction_counts
 from vwt.tokenize.tokenizer import VisualWordTokenizer
@@ -206,10 +207,9 @@ def test_each_image_of_a_hybrid_batch_is_itself_alone_in_every_batching(six_phot
         n = result.token_sizes.shape[1]
         assert torch.equal(batch.token_sizes[i, :n], result.token_sizes[0]) and batch.token_sizes[i, n:].eq(0).all()
     # the compute reported: the longest image for "pad", each bucket's longest in the bucketed modes
-    groups = {"pad": [range(6)], "auto": [range(0, 3), range(3, 6)], "bucket": [range(0, 2), range(2, 4), range(4, 6)]}
-    groups = groups[batching]  # "bucket": its default 4 buckets of 6 images are 3 of 2
-    order = lengths.argsort(descending=True, stable=True).tolist()
-    expected = [sum(len(g) * max(r.tokens_per_layer[layer] for r in (alone[order[i]] for i in g)) for g in groups) / 6
+    groups = [range(6)] if batching == "pad" else plan_buckets(lengths, {"auto": 2, "bucket": 4}[batching])
+    assert batching == "pad" or len(groups) > 1
+    expected = [sum(len(g) * max(alone[i].tokens_per_layer[layer] for i in g) for g in groups) / 6
                 for layer in range(len(batch.tokens_per_layer))]
     assert batch.tokens_per_layer == pytest.approx(expected)
 
