@@ -20,7 +20,7 @@ thread CPU time beside wall time, ratios paired per round::
 
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.01 0.02
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.02 \
-        --connected --tome-r 0.03 --modes auto
+        --connected --window 8 --tome-r 0.03 --modes auto
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def batched_main(args: argparse.Namespace) -> None:
     token_ratio = {"base": 1.0}
     pairs = []  # (vwt+tome label, ToMe label at equal tokens)
     for t in args.thresholds:
-        tokenizer = VisualWordTokenizer.from_pretrained(args.vocab, threshold=t, connected=args.connected or None)
+        tokenizer = VisualWordTokenizer.from_pretrained(args.vocab, threshold=t, connected=args.connected or None,
+                                                        window=args.window)
         lengths = tokenizer(pixel_values=pixels)["num_tokens"] + 1
         ratio = float(lengths.float().mean()) / n
         for batching in args.modes:
@@ -174,6 +175,7 @@ def main() -> None:
                         help="above 1: batched throughput by batching mode on the real DINOv2 (see above)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.01, 0.02], help="with --batch")
     parser.add_argument("--connected", action="store_true", help="with --batch: connected word groups")
+    parser.add_argument("--window", type=int, default=None, help="with --batch: split word groups into w x w blocks")
     parser.add_argument("--tome-r", type=float, nargs="*", default=[],
                         help="with --batch: also vwt+tome at each of these r (ints, or shares such as 0.03), each "
                              "beside ToMe at equal tokens")
