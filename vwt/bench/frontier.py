@@ -42,8 +42,9 @@ SWEEPS: dict[str, dict[str, tuple]] = {
 #: entry is run with ``connected=True``.
 ADAPTIVE: dict[str, tuple] = {
     "tome_share": (0.08,),
-    "vwt": ({"threshold": 0.05, "window": 8}, {"threshold": 0.1, "window": 8, "norm_band": 1.2},
-            {"threshold": 0.2, "window": 8, "norm_band": 1.2}, {"threshold": 0.1, "window": 6, "norm_band": 1.2}),
+    "vwt": ({"threshold": 0.03, "window": 8}, {"threshold": 0.05, "window": 8}, {"threshold": 0.05, "window": 6},
+            {"threshold": 0.1, "window": 8, "norm_band": 1.2}, {"threshold": 0.2, "window": 8, "norm_band": 1.2},
+            {"threshold": 0.1, "window": 6, "norm_band": 1.2}, {"threshold": 0.2, "window": 6, "norm_band": 1.2}),
     "hybrid": ({"threshold": 0.02, "r": 0.025}, {"threshold": 0.03, "r": 0.02},
                {"threshold": 0.02, "window": 8, "r": 0.03}, {"threshold": 0.02, "window": 6, "r": 0.03},
                {"threshold": 0.03, "window": 8, "r": 0.02}),
