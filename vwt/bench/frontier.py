@@ -166,8 +166,9 @@ def run_frontier(bench: BenchModel, out: str | Path, *, image_set: str = "unifor
 
 
 def frontier_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per configuration: tokens per layer (ratio), batch-1 latency and batch-32 throughput
-    ratios to base, CLS cosine (mean, min) and probe retention."""
+    """One row per configuration: tokens per layer (ratio), latency at the smallest batch size and
+    throughput at the largest (``throughput_batch``) as ratios to base, CLS cosine (mean, min) and probe
+    retention."""
     sizes = [str(b) for b in results["settings"]["batch_sizes"]]
     small, large = sizes[0], sizes[-1]
     rows = []
@@ -180,7 +181,7 @@ def frontier_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "tokens_per_layer": entry["tokens"]["per_layer_mean"],
             "tokens_ratio": entry["tokens"]["per_layer_ratio_vs_base"],
             "latency_ratio": entry["batches"][small]["time_ratio_vs_base"],
-            "throughput_ratio": entry["batches"][large]["speedup_vs_base"],
+            "throughput_ratio": entry["batches"][large]["speedup_vs_base"], "throughput_batch": int(large),
             "cosine": entry["fidelity"]["cosine_mean"], "cosine_min": entry["fidelity"]["cosine_min"],
             "retention": probe.get("retention_vs_base"),
         })
@@ -202,7 +203,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def frontier_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
-    lines = ["| configuration | tokens/layer (ratio) | latency @b1 (× base) | throughput @b32 (× base) "
+    large = rows[0].get("throughput_batch", 32) if rows else 32
+    lines = [f"| configuration | tokens/layer (ratio) | latency @b1 (× base) | throughput @b{large} (× base) "
              "| CLS cosine (min) | probe retention |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['label']} | {r['tokens_per_layer']:.1f} ({r['tokens_ratio']:.3f}) "
@@ -317,10 +319,13 @@ def write_frontier_plot(rows: list[dict[str, Any]], path: str | Path, title: str
     except ImportError:
         logger.warning("matplotlib is not installed: no frontier plot (pip install 'vwt[bench]')")
         return None
+    speed = f"throughput at batch {rows[0].get('throughput_batch', 32) if rows else 32} (× base)"
     panels = [("tokens_ratio", "cosine", "mean tokens per layer (× base)", "CLS cosine to base (held-out photos)"),
-              ("throughput_ratio", "cosine", "throughput at batch 32 (× base)", "CLS cosine to base (held-out photos)"),
-              ("throughput_ratio", "retention", "throughput at batch 32 (× base)", "Fashion-MNIST probe retention")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+              ("throughput_ratio", "cosine", speed, "CLS cosine to base (held-out photos)"),
+              ("throughput_ratio", "retention", speed, "Fashion-MNIST probe retention")]
+    if all(row["retention"] is None for row in rows):  # --no-probe: no empty panel
+        panels = panels[:2]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6))
     families: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         families.setdefault(_family(row), []).append(row)
