@@ -296,6 +296,10 @@ _FAMILY_STYLE = {"tome": ("tab:blue", "o"), "tome adaptive": ("tab:cyan", "o"), 
                  "base": ("black", "*")}
 
 
+#: The families whose points are joined along their knob.
+_JOINED = ("tome", "vwt connected", "vwt+tome", "vwt+tome adaptive", "vwt windowed", "vwt+tome windowed")
+
+
 def _family(row: dict[str, Any]) -> str:
     if row["method"] in ("vwt", "vwt+tome") and "window=" in row["label"]:
         return f"{row['method']} windowed"
@@ -338,8 +342,7 @@ def write_frontier_plot(rows: list[dict[str, Any]], path: str | Path, title: str
                 continue
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker=marker, color=color, label=family, markersize=6,
-                    linestyle="-" if family in ("tome", "vwt connected", "vwt+tome", "vwt+tome adaptive", "vwt windowed",
-                                               "vwt+tome windowed") else "none")
+                    linestyle="-" if family in _JOINED else "none")
         ax.set(xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")

@@ -64,7 +64,8 @@ def _output_slots(valid: torch.Tensor, merged_a: torch.Tensor, node_idx: torch.T
     real_b = valid[:, 1::2] & ~prefix[1::2]  # [B, Nb]
     first = min(protected, n)
     slot_a = torch.where(prefix[::2], position[::2], first - 1 + kept_a.cumsum(dim=1))
-    slot_b = torch.where(prefix[1::2], position[1::2], first - 1 + kept_a.sum(dim=1, keepdim=True) + real_b.cumsum(dim=1))
+    after_a = first - 1 + kept_a.sum(dim=1, keepdim=True)  # [B, 1] the last slot of the kept A tokens
+    slot_b = torch.where(prefix[1::2], position[1::2], after_a + real_b.cumsum(dim=1))
     slot_a = torch.where(merged_a, slot_b.gather(1, node_idx), slot_a)
     slot = torch.empty(b, n, dtype=torch.long, device=valid.device)
     slot[:, ::2], slot[:, 1::2] = slot_a, slot_b

@@ -113,7 +113,9 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
         tokens = wrapped.embed(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"],
                                batch["token_sizes"])
         lengths, sizes = tokens.mask.sum(1), tokens.sizes.unsqueeze(-1).to(tokens.hidden.dtype)
-        mode, buckets = (batching, num_buckets) if batching != "auto" else choose_batching(lengths, device, ragged=False)
+        mode, buckets = (batching, num_buckets)
+        if batching == "auto":
+            mode, buckets = choose_batching(lengths, device, ragged=False)
         if mode == "bucket" and len(lengths) > 1:
             x, size, counts = run_in_buckets(layers, tokens.hidden, sizes, lengths, plan_buckets(lengths, buckets))
         else:
