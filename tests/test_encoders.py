@@ -79,8 +79,10 @@ def _call(model, batch, batching="pad", **kwargs):
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("tokenizer", [VisualWordTokenizer(_vocab(), threshold=-1.0), IntraImageTokenizer(1.0, P),
-                                       VisualWordTokenizer(_vocab(), threshold=2.0, connected=True, window=1)],
-                         ids=["vwt-threshold-minus-one", "intra-keep-all", "vwt-all-matched-window-one"])
+                                       VisualWordTokenizer(_vocab(), threshold=2.0, connected=True, window=1),
+                                       VisualWordTokenizer(_vocab(), threshold=2.0, min_keep=1.0)],
+                         ids=["vwt-threshold-minus-one", "intra-keep-all", "vwt-all-matched-window-one",
+                              "vwt-all-matched-floor-one"])
 def test_a_tokenizer_that_reduces_nothing_reproduces_the_unmodified_model(name, attn, tokenizer):
     """With size-aware attention on (the default): every token is one patch, log 1 = 0."""
     model, pixels = _model(name, attn), _pixels()

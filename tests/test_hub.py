@@ -184,7 +184,7 @@ def test_tokenizer_push_to_hub_uploads_its_threshold(vocab, tmp_path, fake_hub, 
     assert sorted(upload["files"]) == TOKENIZER_FILES
     saved = json.loads(upload["files"]["tokenizer_config.json"])
     assert saved == {"threshold": 0.3, "max_tokens": None, "keep": None, "connected": False,
-                     "window": None, "norm_band": None}
+                     "window": None, "norm_band": None, "min_keep": None}
     card = upload["files"]["README.md"].decode()
     _assert_card(card, 32, vocab.config.command, ["ILSVRC/imagenet-1k"])
     assert "| tokenizer threshold | 0.3 " in card and "| 0.3 (this tokenizer) |" in card

@@ -248,6 +248,9 @@ class TokenizerConfig:
     window: int | None = None
     # Merge only patches whose norms lie in one band [b**i, b**(i + 1)) of this ratio b > 1 (None: any norms).
     norm_band: float | None = None
+    # A floor: no image keeps fewer than round(min_keep * N) tokens (at least 1); an image the threshold would
+    # leave below it matches only its closest patches (None: no floor).
+    min_keep: float | None = None
 
     def __post_init__(self) -> None:
         budgets = [name for name in ("max_tokens", "keep") if getattr(self, name) is not None]
@@ -260,6 +263,12 @@ class TokenizerConfig:
         if self.norm_band is not None and not (isinstance(self.norm_band, (int, float)) and self.norm_band > 1
                                                and math.isfinite(self.norm_band)):
             raise ValueError(f"norm_band must be a finite ratio > 1, got {self.norm_band!r}")
+        if self.min_keep is not None and (isinstance(self.min_keep, bool) or not isinstance(self.min_keep, (int, float))
+                                          or not 0 < self.min_keep <= 1):
+            raise ValueError(f"min_keep must be a fraction in (0, 1] of the patches, got {self.min_keep!r}")
+        if self.min_keep is not None and budgets:
+            raise ValueError("min_keep= works with a threshold, not a token budget (a budget already fixes every "
+                             "image's tokens)")
         split = [name for name in ("window", "norm_band") if getattr(self, name) is not None]
         if split and budgets:
             raise ValueError(f"{split[0]}= works with a threshold, not a token budget (a budget counts a word's "

@@ -75,7 +75,8 @@ def run_in_buckets(layers: Layers, hidden: torch.Tensor, sizes: torch.Tensor, le
 
 def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | None = None,
                   max_tokens: int | None = None, keep: float | None = None, connected: bool | None = None,
-                  window: int | None = None, norm_band: float | None = None, r: int | float | Sequence[int] = 0,
+                  window: int | None = None, norm_band: float | None = None, min_keep: float | None = None,
+                  r: int | float | Sequence[int] = 0,
                   batching: str = "auto", num_buckets: int = 4,
                   **tome_options: Any) -> Callable[[torch.Tensor], MethodResult]:
     """Bind ``vwt+tome`` to ``model``: a function of ``pixel_values`` ``[B, C, H, W]``.
@@ -83,7 +84,7 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
     Args:
         model: a model ToMe supports (CLIP, ViT, DINOv2, SigLIP).
         vocab: the visual-word tokenizer's vocabulary, with ``threshold``, ``max_tokens``, ``keep``,
-            ``connected``, ``window`` and ``norm_band`` (see :func:`vwt.methods.visual_word_tokenizer`).
+            ``connected``, ``window``, ``norm_band`` and ``min_keep`` (see :func:`vwt.methods.visual_word_tokenizer`).
         r: ToMe's tokens merged per layer (an int or one per layer), or the share of each image's tokens
             merged in each layer (a float in [0, 0.5)).
         batching: ``"auto"`` (the default), ``"pad"`` or ``"bucket"`` (see the module notes).
@@ -97,7 +98,8 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
     if batching not in HYBRID_BATCHING:
         raise ValueError(f"vwt+tome batching must be one of {', '.join(HYBRID_BATCHING)}, got {batching!r} "
                          "(ToMe pairs tokens by position within each image: no packing, no ragged batch)")
-    tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected, window, norm_band)
+    tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected, window, norm_band,
+                                      min_keep)
     tome = ToMe(model, r=r, **tome_options)
     if not tome.config.proportional_attention:
         raise ValueError("vwt+tome carries the tokenizer's sizes into ToMe: proportional_attention must stay on")

@@ -101,8 +101,10 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
 def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = None, batching: str = "auto",
               proportional_attention: bool | float = True, max_tokens: int | None = None,
               keep: float | None = None, connected: bool | None = None,
-              window: int | None = None, norm_band: float | None = None) -> Callable[[torch.Tensor], MethodResult]:
-    tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected, window, norm_band)
+              window: int | None = None, norm_band: float | None = None,
+              min_keep: float | None = None) -> Callable[[torch.Tensor], MethodResult]:
+    tokenizer = visual_word_tokenizer(model, vocab, threshold, max_tokens, keep, connected, window, norm_band,
+                                      min_keep)
     return _bind_tokenizer(model, tokenizer, batching, proportional_attention)
 
 
@@ -194,7 +196,7 @@ def load(name: str, **options: Any) -> Method:
 
     Args:
         name: one of ``base``; ``vwt`` (``vocab=``, ``threshold=`` or a token budget ``max_tokens=`` /
-            ``keep=``, ``connected=``, ``window=``, ``norm_band=``, ``batching=``,
+            ``keep=``, ``connected=``, ``window=``, ``norm_band=``, ``min_keep=``, ``batching=``,
             ``proportional_attention=``); ``intra`` (``keep=`` or ``max_tokens=``, ``batching=``,
             ``proportional_attention=``); ``tome`` (``r=``, ``schedule=``);
             ``vwt+tome`` (the ``vwt`` tokenizer's options and ToMe's, see

@@ -52,11 +52,13 @@ from ..vocab.vocabulary import (
     hub_arguments,
     resolve_file,
 )
+from .floor import closest_ranks, largest_passing, match_closest
 from .matching import (
+    apply_threshold,
+    cosine_distance_to_words,
     count_token_sizes,
     group_tokens,
     keep_top_variance,
-    match_words,
     match_words_budget,
     norm_bands,
     split_groups,
@@ -185,13 +187,16 @@ class VisualWordTokenizer(
         norm_band: merge only patches whose norms (in normalized pixel space) lie in one band
             ``[b**i, b**(i + 1))`` of this ratio ``b > 1`` (:func:`vwt.tokenize.matching.norm_bands`):
             cosine distance alone would merge two shades of one colour. With a threshold only.
+        min_keep: a floor, a fraction in ``(0, 1]``: an image the threshold would leave with fewer than
+            ``round(min_keep * N)`` tokens (at least 1) matches only its closest patches, as many as keep it
+            at the floor (:mod:`vwt.tokenize.floor`). Images above the floor are untouched. With a threshold only.
         device: where tokenization runs and its batch lives (e.g. ``"cuda"``, the model's device): the
             words move there once, pixel values on each call. Default: wherever the pixel values are.
     """
 
     def __init__(self, vocabulary: VisualVocabulary, threshold: float | None = None, image_processor: Any | None = None,
                  *, max_tokens: int | None = None, keep: float | None = None, connected: bool = False,
-                 window: int | None = None, norm_band: float | None = None,
+                 window: int | None = None, norm_band: float | None = None, min_keep: float | None = None,
                  device: str | torch.device | None = None):
         if not isinstance(vocabulary, VisualVocabulary):
             raise TypeError(f"vocabulary must be a VisualVocabulary, got {type(vocabulary).__name__}")
@@ -201,7 +206,8 @@ class VisualWordTokenizer(
         self.config = TokenizerConfig(threshold=None if threshold is None else float(threshold),
                                       max_tokens=max_tokens, keep=None if keep is None else float(keep),
                                       connected=bool(connected), window=window,
-                                      norm_band=None if norm_band is None else float(norm_band))
+                                      norm_band=None if norm_band is None else float(norm_band),
+                                      min_keep=min_keep)
         self.device = None if device is None else torch.device(device)
         self._unit_words = torch.nn.functional.normalize(vocabulary.centroids.to(self.device), dim=-1)  # once
         self.patch_size = vocabulary.config.patch_size
@@ -221,6 +227,7 @@ class VisualWordTokenizer(
         knob += ", connected=True" if c.connected else ""
         knob += f", window={c.window}" if c.window is not None else ""
         knob += f", norm_band={c.norm_band}" if c.norm_band is not None else ""
+        knob += f", min_keep={c.min_keep}" if c.min_keep is not None else ""
         return f"VisualWordTokenizer(k={self.vocabulary.config.k}, patch_size={self.patch_size}, {knob})"
 
     def __call__(
@@ -230,15 +237,42 @@ class VisualWordTokenizer(
         pixel_values = self._pixel_values(images, pixel_values)
         words = self._unit_words.to(pixel_values.device)  # a no-op where device= put them there already
         patches = patchify(pixel_values, self.patch_size)
+        size = pixel_values.shape[-2:]
         budget = self.config.budget(patches.shape[1])
         if budget is None:
-            word_ids = match_words(patches, words, self.threshold, unit_words=True)  # [B, N]
+            distance, word = cosine_distance_to_words(patches, words, unit_words=True)  # [B, N] each
+            word_ids = apply_threshold(distance, word, self.threshold)
         else:
             word_ids = match_words_budget(patches, words, budget, unit_words=True)
-        patch_to_token, num_tokens = group_tokens(*self._split(word_ids, patches, pixel_values.shape[-2:]))
+        patch_to_token, num_tokens = group_tokens(*self._split(word_ids, patches, size))
+        floored = None if self.config.min_keep is None else self._floor(word_ids, distance, word, patches, size,
+                                                                         num_tokens)
+        if floored is not None:
+            word_ids = floored
+            patch_to_token, num_tokens = group_tokens(*self._split(word_ids, patches, size))
         token_words = torch.full((len(word_ids), int(num_tokens.max())), -1, dtype=torch.long, device=word_ids.device)
         token_words.scatter_(1, patch_to_token, word_ids)  # all patches of a token share its word
         return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors, word_ids=token_words)
+
+    def _floor(self, word_ids: torch.Tensor, distance: torch.Tensor, word: torch.Tensor, patches: torch.Tensor,
+               size: tuple[int, int], num_tokens: torch.Tensor) -> torch.Tensor | None:
+        """``word_ids`` ``[B, N]`` with each image below the ``min_keep`` floor matching only its closest patches;
+        None where no image is below it."""
+        n = patches.shape[1]
+        floor = max(1, round(self.config.min_keep * n))
+        low = num_tokens < floor  # [B]
+        if not bool(low.any()):  # one host sync per call; the common case costs nothing more
+            return None
+        word, patches = word[low], patches[low]
+        ranks = closest_ranks(distance[low])
+
+        def keeps_floor(count: torch.Tensor) -> torch.Tensor:
+            return group_tokens(*self._split(match_closest(word, ranks, count), patches, size))[1] >= floor
+
+        count = largest_passing(keeps_floor, (word_ids[low] >= 0).sum(1), n)
+        word_ids = word_ids.clone()
+        word_ids[low] = match_closest(word, ranks, count)
+        return word_ids
 
     def _split(self, word_ids: torch.Tensor, patches: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, int]:
         """Group keys after the configured splits (norm band, window, connected) and their number of values."""
@@ -281,7 +315,7 @@ class VisualWordTokenizer(
     @classmethod
     def _from_pretrained(cls, *, model_id: str, threshold: float | None = None, max_tokens: int | None = None,
                          keep: float | None = None, image_processor: Any | None = None, connected: bool | None = None,
-                         window: int | None = None, norm_band: float | None = None,
+                         window: int | None = None, norm_band: float | None = None, min_keep: float | None = None,
                          device: str | torch.device | None = None, **hub_kwargs: Any) -> VisualWordTokenizer:
         hub_kwargs.pop("config", None)
         vocabulary = VisualVocabulary.from_pretrained(model_id, **hub_kwargs)  # never the mixin's loader
@@ -300,8 +334,9 @@ class VisualWordTokenizer(
                 connected = saved.connected if connected is None else connected
                 window = saved.window if window is None else window
                 norm_band = saved.norm_band if norm_band is None else norm_band
+                min_keep = saved.min_keep if min_keep is None else min_keep
         return cls(vocabulary, threshold=threshold, image_processor=image_processor, max_tokens=max_tokens, keep=keep,
-                   connected=bool(connected), window=window, norm_band=norm_band, device=device)
+                   connected=bool(connected), window=window, norm_band=norm_band, min_keep=min_keep, device=device)
 
 
 class IntraImageTokenizer(_PatchTokenizer):
