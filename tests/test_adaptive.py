@@ -20,7 +20,7 @@ from transformers import (
 )
 
 from vwt import methods
-from vwt.encoders.batching import plan_buckets
+from vwt.encoders.batching import plan_buckets, plan_buckets_by_cost
 from vwt.methods import ToMe
 from vwt.methods.adaptive import adaptive_soft_matching, fraction_counts
 from vwt.tokenize.tokenizer import VisualWordTokenizer
@@ -206,8 +206,9 @@ def test_each_image_of_a_hybrid_batch_is_itself_alone_in_every_batching(six_phot
         torch.testing.assert_close(batch.outputs.pooler_output[i:i + 1], result.outputs.pooler_output, **TOL)
         n = result.token_sizes.shape[1]
         assert torch.equal(batch.token_sizes[i, :n], result.token_sizes[0]) and batch.token_sizes[i, n:].eq(0).all()
-    # the compute reported: the longest image for "pad", each bucket's longest in the bucketed modes
-    groups = [range(6)] if batching == "pad" else plan_buckets(lengths, {"auto": 2, "bucket": 4}[batching])
+    # the compute reported: the longest image for "pad", each bucket's longest in the bucketed modes ("auto"
+    # on CPU plans its buckets by cost)
+    groups = {"pad": [range(6)], "bucket": plan_buckets(lengths, 4), "auto": plan_buckets_by_cost(lengths)}[batching]
     assert batching == "pad" or len(groups) > 1
     expected = [sum(len(g) * max(alone[i].tokens_per_layer[layer] for i in g) for g in groups) / 6
                 for layer in range(len(batch.tokens_per_layer))]

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from vwt.encoders.batching import pack, plan_buckets, plan_packing, unpack
+from vwt.encoders.batching import (
+    pack,
+    plan_buckets,
+    plan_buckets_by_cost,
+    plan_packing,
+    unpack,
+)
 
 
 def test_packing_fills_rows_first_fit_decreasing_without_overlap():
@@ -34,6 +40,36 @@ def test_pack_then_unpack_is_the_identity_on_real_tokens_and_segments_mark_image
 def test_buckets_cover_the_batch_longest_first():
     buckets = plan_buckets(torch.tensor([4, 9, 1, 7, 3]), num_buckets=2)
     assert [b.tolist() for b in buckets] == [[1, 3, 0], [4, 2]]
+
+
+def _cheapest_split(sorted_lengths, overhead, max_images):
+    """Brute force: every split of the sorted lengths into runs of at most max_images, the least cost."""
+    if not sorted_lengths:
+        return 0
+    return min(len(sorted_lengths[:k]) * sorted_lengths[0] + overhead
+               + _cheapest_split(sorted_lengths[k:], overhead, max_images)
+               for k in range(1, min(max_images, len(sorted_lengths)) + 1))
+
+
+@pytest.mark.parametrize("overhead, max_images", [(0, 12), (5, 3), (20, 4), (1000, 12)])
+def test_buckets_by_cost_are_runs_of_similar_length_at_the_least_cost(overhead, max_images):
+    lengths = torch.tensor([30, 9, 31, 12, 30, 50, 11, 29, 10, 49])
+    buckets = plan_buckets_by_cost(lengths, overhead, max_images)
+    order = torch.cat(buckets)
+    assert sorted(order.tolist()) == list(range(10))  # every image once
+    assert lengths[order].tolist() == sorted(lengths.tolist(), reverse=True)  # runs of the sorted lengths
+    assert all(len(b) <= max_images for b in buckets)
+    cost = sum(len(b) * int(lengths[b].max()) + overhead for b in buckets)
+    assert cost == _cheapest_split(sorted(lengths.tolist(), reverse=True), overhead, max_images)
+
+
+def test_buckets_by_cost_keep_equal_lengths_together_and_split_where_padding_costs_more():
+    lengths = torch.tensor([100, 100, 100, 40, 100])
+    assert [b.tolist() for b in plan_buckets_by_cost(lengths, overhead=10)] == [[0, 1, 2, 4], [3]]
+    assert [b.tolist() for b in plan_buckets_by_cost(lengths, overhead=100)] == [[0, 1, 2, 4, 3]]  # 60 < 100
+    assert [len(b) for b in plan_buckets_by_cost(lengths, overhead=100, max_images=2)] == [2, 2, 1]
+    with pytest.raises(ValueError, match="max_images"):
+        plan_buckets_by_cost(lengths, max_images=0)
 
 
 def test_processed_length_is_the_padded_compute_of_each_batching_mode():
