@@ -34,7 +34,8 @@ def check_pixel_values(pixel_values: torch.Tensor) -> None:
         )
     if pixel_values.numel() == 0:
         raise ValueError(f"pixel_values are empty: shape {tuple(pixel_values.shape)}")
-    peak = pixel_values.detach().abs().amax()  # NaN propagates; the comparison below is False for it
+    low, high = torch.aminmax(pixel_values.detach())  # one pass, no copy; NaN propagates to both
+    peak = torch.maximum(-low, high)  # the comparison below is False for NaN
     if not bool(peak <= MAX_ABS_PIXEL):
         if not bool(torch.isfinite(pixel_values).all()):
             raise ValueError("pixel_values contain NaN or infinite values")
