@@ -13,7 +13,8 @@ from vwt import VisualVocabulary, VocabularyConfig
 from vwt.encoders import VisualWordModel
 from vwt.encoders.export import onnx, onnx_inputs
 from vwt.preprocess import default_image_processor, preprocess_config
-from vwt.tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from vwt.tokenize.intra import IntraImageTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
 
 P, SIZE = 8, 32
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=SIZE,

@@ -18,7 +18,8 @@ from vwt.encoders import VisualWordModel, adapter_for, embed_tokens
 from vwt.encoders.batching import BATCHING
 from vwt.encoders.run import run_layers
 from vwt.preprocess import default_image_processor, preprocess_config
-from vwt.tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from vwt.tokenize.intra import IntraImageTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
 
 P, SIZE = 8, 32
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=SIZE,

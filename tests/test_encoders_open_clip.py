@@ -18,7 +18,8 @@ from vwt.encoders import VisualWordModel, adapter_for
 from vwt.encoders.batching import BATCHING
 from vwt.methods import ToMe
 from vwt.preprocess import default_image_processor, preprocess_config
-from vwt.tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from vwt.tokenize.intra import IntraImageTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
 
 P, SIZE = 8, 32
 TOWER = {"image_size": SIZE, "patch_size": P, "width": 32, "layers": 2, "heads": 4, "mlp_ratio": 2.0,

@@ -16,7 +16,8 @@ from vwt.config import VocabularyConfig
 from vwt.encoders import VisualWordModel, adapter_for
 from vwt.encoders.batching import BATCHING
 from vwt.preprocess import default_image_processor, preprocess_config
-from vwt.tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from vwt.tokenize.intra import IntraImageTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
 from vwt.vocab.vocabulary import VisualVocabulary
 
 PATCH = 8

@@ -19,7 +19,8 @@ from vwt.encoders.masks import sequence_mask
 from vwt.methods import ToMe
 from vwt.methods.hybrids import bind_vwt_tome
 from vwt.preprocess import default_image_processor, preprocess_config
-from vwt.tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from vwt.tokenize.intra import IntraImageTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
 
 P, SIZE = 8, 32
 TINY = {"pretrained": False, "img_size": SIZE, "patch_size": P, "embed_dim": 32, "depth": 2, "num_heads": 4,

@@ -10,7 +10,7 @@ from vwt.cli.viz import main as viz_main
 from vwt.io import BadFileError
 from vwt.methods.dynamicvit import DynamicViT, DynamicViTConfig
 from vwt.preprocess import default_image_processor, load_image_processor
-from vwt.tokenize.tokenizer import IntraImageTokenizer
+from vwt.tokenize.intra import IntraImageTokenizer
 
 
 @pytest.fixture(scope="module")

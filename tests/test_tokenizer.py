@@ -4,7 +4,8 @@ from transformers import BatchFeature, BitImageProcessorPil
 
 from vwt import VisualVocabulary, VocabularyConfig
 from vwt.preprocess import default_image_processor, preprocess_config
-from vwt.tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from vwt.tokenize.intra import IntraImageTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
 
 
 def _tiny_vocab(k=5, patch_size=4, seed=0):

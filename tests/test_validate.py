@@ -7,7 +7,8 @@ from transformers import ViTConfig, ViTModel
 from vwt import VisualVocabulary, VocabularyConfig
 from vwt.encoders import VisualWordModel
 from vwt.preprocess import default_image_processor, preprocess_config
-from vwt.tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from vwt.tokenize.intra import IntraImageTokenizer
+from vwt.tokenize.tokenizer import VisualWordTokenizer
 from vwt.validate import check_tokens
 
 P, SIZE = 8, 32

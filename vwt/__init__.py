@@ -16,16 +16,13 @@ if TYPE_CHECKING:
     from .config import PreprocessConfig, VocabularyConfig
     from .encoders import VisualWordModel, encode, supported_models
     from .patches import patch_variance, patchify
-    from .tokenize.tokenizer import (
-        IntraImageTokenizer,
-        TokenizerConfig,
-        VisualWordTokenizer,
-    )
+    from .tokenize.intra import IntraImageTokenizer
+    from .tokenize.tokenizer import TokenizerConfig, VisualWordTokenizer
     from .vocab.build import build_vocabulary
     from .vocab.vocabulary import VisualVocabulary, VocabularyLoadError
 
 _LAZY = {
-    "IntraImageTokenizer": ".tokenize.tokenizer",
+    "IntraImageTokenizer": ".tokenize.intra",
     "PreprocessConfig": ".config",
     "TokenizerConfig": ".tokenize.tokenizer",
     "VisualVocabulary": ".vocab.vocabulary",

@@ -111,7 +111,7 @@ def _bind_vwt(model: nn.Module, vocab: Any = None, threshold: float | None = Non
 def _bind_intra(model: nn.Module, keep: float | None = None, batching: str = "auto",
                 proportional_attention: bool | float = True,
                 max_tokens: int | None = None) -> Callable[[torch.Tensor], MethodResult]:
-    from ..tokenize.tokenizer import IntraImageTokenizer
+    from ..tokenize.intra import IntraImageTokenizer
 
     adapter = adapter_for(model)
     tokenizer = IntraImageTokenizer(keep, adapter.patch_size, num_channels=adapter.num_channels, max_tokens=max_tokens)

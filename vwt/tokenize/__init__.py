@@ -1,6 +1,9 @@
 """The online stage, model-agnostic: images to tokens (``patch_to_token``, ``attention_mask``).
 
-- :mod:`.tokenizer`: :class:`VisualWordTokenizer` (inter-image) and :class:`IntraImageTokenizer`;
+- :mod:`.tokenizer`: :class:`VisualWordTokenizer` (inter-image);
+- :mod:`.intra`: :class:`IntraImageTokenizer` (keep each image's most heterogeneous patches);
+- :mod:`.base`: what both share (input checks, the batch they return);
+- :mod:`.floor`: the per-image token floor (``min_keep``);
 - :mod:`.matching`: patches to words, words to groups, padding (pure tensor functions);
 - :mod:`.spatial`: connected groups.
 """
@@ -12,10 +15,11 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from .tokenizer import IntraImageTokenizer, TokenizerConfig, VisualWordTokenizer
+    from .intra import IntraImageTokenizer
+    from .tokenizer import TokenizerConfig, VisualWordTokenizer
 
 _LAZY = {
-    "IntraImageTokenizer": ".tokenizer",
+    "IntraImageTokenizer": ".intra",
     "TokenizerConfig": ".tokenizer",
     "VisualWordTokenizer": ".tokenizer",
 }

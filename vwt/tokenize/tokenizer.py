@@ -1,15 +1,7 @@
-"""Online tokenizers: images in, ``patch_to_token`` out, like a text tokenizer (no model weights needed).
+"""The visual-word tokenizer (inter-image): patches that match one visual word merge into one token.
 
-Both return a :class:`transformers.BatchFeature` with
-
-- ``pixel_values`` ``[B, C, H, W]``: the preprocessed images;
-- ``patch_to_token`` ``[B, N]`` int64: the token each patch lands in, -1 if dropped;
-- ``attention_mask`` ``[B, 1 + T]`` int64: CLS plus each image's tokens are 1, padding 0;
-- ``num_tokens`` ``[B]`` int64: tokens per image, CLS excluded;
-- ``token_sizes`` ``[B, T]`` int64: patches per token (1 for a kept patch, 0 for padding), for
-  size-aware attention;
-- ``word_ids`` ``[B, T]`` int64 (visual words only): the word of each token, -1 for a patch that
-  matched no word and for padding.
+Images in, ``patch_to_token`` out, like a text tokenizer (no model weights needed); the batch it returns
+is described in :mod:`vwt.tokenize.base`.
 """
 
 from __future__ import annotations
@@ -17,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,23 +18,9 @@ from huggingface_hub import ModelHubMixin
 from huggingface_hub.errors import EntryNotFoundError
 from transformers import BatchFeature
 
-from ..config import (
-    ConfigError,
-    PreprocessConfig,
-    TokenizerConfig,
-    check_token_budget,
-    dataclass_from_dict,
-    token_budget,
-)
+from ..config import ConfigError, TokenizerConfig, dataclass_from_dict
 from ..io import BadFileError, read_json
-from ..patches import patch_variance, patchify
-from ..preprocess import (
-    default_image_processor,
-    image_processor_from_config,
-    preprocess_config,
-    preprocess_images,
-)
-from ..validate import check_pixel_values
+from ..patches import patchify
 from ..vocab.card import vocabulary_card
 from ..vocab.vocabulary import (
     VisualVocabulary,
@@ -52,21 +28,19 @@ from ..vocab.vocabulary import (
     hub_arguments,
     resolve_file,
 )
+from .base import PatchTokenizer
 from .floor import closest_ranks, largest_passing, match_closest
 from .matching import (
     apply_threshold,
     cosine_distance_to_words,
-    count_token_sizes,
     group_tokens,
-    keep_top_variance,
     match_words_budget,
     norm_bands,
     split_groups,
-    token_attention_mask,
 )
 from .spatial import split_connected, split_windows
 
-__all__ = ["VisualWordTokenizer", "IntraImageTokenizer", "TokenizerConfig", "TOKENIZER_CONFIG_FILE"]
+__all__ = ["VisualWordTokenizer", "TokenizerConfig", "TOKENIZER_CONFIG_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,74 +48,8 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 """The file that holds a saved tokenizer's settings (threshold or budget), beside its vocabulary."""
 
 
-class _PatchTokenizer:
-    """Shared input handling: images or pixel values to checked ``[B, C, H, W]`` and patches."""
-
-    patch_size: int
-    num_channels: int
-    preprocess: PreprocessConfig
-    image_processor: Any
-    # Where tokenization runs and its output lives; None: wherever the pixel values are.
-    device: torch.device | None = None
-
-    def _check_processor(self, image_processor: Any | None) -> Any:
-        if image_processor is None:
-            return image_processor_from_config(self.preprocess)
-        given = preprocess_config(image_processor)
-        if not given.same_normalization(self.preprocess):
-            raise ValueError(
-                f"the image processor normalizes with mean {list(given.image_mean)} / std {list(given.image_std)}, "
-                f"but the patches were taken with mean {list(self.preprocess.image_mean)} / std "
-                f"{list(self.preprocess.image_std)}: use a vocabulary built with this model's processor "
-                "(vwt-build-vocab --image-processor ...)"
-            )
-        return image_processor
-
-    def _pixel_values(self, images: Any, pixel_values: torch.Tensor | None) -> torch.Tensor:
-        if (images is None) == (pixel_values is None):
-            raise ValueError("pass exactly one of images or pixel_values")
-        if isinstance(images, torch.Tensor) and (images.ndim == 4 or images.is_floating_point()):
-            raise TypeError("images looks like preprocessed pixel values: pass them as pixel_values=...")
-        if pixel_values is None:
-            if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
-                images = [images]
-            if len(images) == 0:
-                raise ValueError("empty batch: no images to tokenize")
-            pixel_values = preprocess_images(list(images), self.image_processor)
-        if not isinstance(pixel_values, torch.Tensor):
-            try:
-                pixel_values = torch.as_tensor(pixel_values)
-            except (TypeError, ValueError, RuntimeError) as err:
-                raise TypeError(f"pixel_values must be a tensor or an array of numbers ({err})") from None
-        if pixel_values.ndim == 3:
-            pixel_values = pixel_values.unsqueeze(0)
-        if pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
-            raise ValueError(f"pixel_values must be a non-empty [B, C, H, W] batch, got {tuple(pixel_values.shape)}")
-        if pixel_values.shape[1] != self.num_channels:
-            raise ValueError(
-                f"pixel_values have {pixel_values.shape[1]} channels, the tokenizer expects {self.num_channels}"
-            )
-        if self.device is not None:
-            pixel_values = pixel_values.to(self.device)
-        check_pixel_values(pixel_values)
-        return pixel_values.float()  # tokenization is float32 whatever the model's precision
-
-    def _batch(self, pixel_values: torch.Tensor, patch_to_token: torch.Tensor, num_tokens: torch.Tensor,
-               return_tensors: str | None, **extra: torch.Tensor) -> BatchFeature:
-        length = int(num_tokens.max())
-        data = {
-            "pixel_values": pixel_values,
-            "patch_to_token": patch_to_token,
-            "attention_mask": token_attention_mask(num_tokens, length),
-            "num_tokens": num_tokens,
-            "token_sizes": count_token_sizes(patch_to_token, length),
-            **extra,
-        }
-        return BatchFeature(data=data, tensor_type=return_tensors)
-
-
 class VisualWordTokenizer(
-    _PatchTokenizer,
+    PatchTokenizer,
     ModelHubMixin,
     library_name="vwt",
     tags=["vision", "visual-words", "token-reduction"],
@@ -337,63 +245,3 @@ class VisualWordTokenizer(
                 min_keep = saved.min_keep if min_keep is None else min_keep
         return cls(vocabulary, threshold=threshold, image_processor=image_processor, max_tokens=max_tokens, keep=keep,
                    connected=bool(connected), window=window, norm_band=norm_band, min_keep=min_keep, device=device)
-
-
-class IntraImageTokenizer(_PatchTokenizer):
-    """Keep the most heterogeneous patches of each image (highest pixel variance), drop the rest.
-
-    The budget is ``keep``, a fraction in ``(0, 1]`` of the patches (``round(keep * N)``, at least 1),
-    or ``max_tokens``, a count (prefix tokens such as CLS are not counted); default ``keep=0.5``. The
-    same rule as :class:`VisualWordTokenizer`'s budget, so ``keep=1`` keeps every patch.
-
-    Args:
-        keep: the fraction of the patches kept per image. An int above 1 (the old count) still works as
-            ``max_tokens`` with a :class:`DeprecationWarning`.
-        patch_size: the model's patch size.
-        image_processor: the model's processor for PIL images (default: CLIP ViT-B/16's).
-        num_channels: image channels.
-        device: where tokenization runs and its batch lives; default: wherever the pixel values are.
-        max_tokens: the number of patches kept per image, ``1 <= max_tokens <= N``.
-    """
-
-    def __init__(self, keep: float | None = None, patch_size: int = 16, image_processor: Any | None = None,
-                 num_channels: int = 3, device: str | torch.device | None = None, *, max_tokens: int | None = None):
-        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float))):
-            raise TypeError(f"keep must be a fraction (a float), got {type(keep).__name__}")
-        if isinstance(keep, int) and keep > 1 and max_tokens is None:  # the old meaning: a count of patches
-            warnings.warn(f"IntraImageTokenizer(keep={keep}) as a number of patches is deprecated: keep is a "
-                          f"fraction in (0, 1]; pass max_tokens={keep}", DeprecationWarning, stacklevel=2)
-            keep, max_tokens = None, keep
-        elif isinstance(keep, int) and keep == 1:  # the fraction 1 now, one patch before
-            warnings.warn("IntraImageTokenizer(keep=1) keeps every patch (keep is a fraction); it kept one patch "
-                          "before: pass max_tokens=1 for that, or keep=1.0 to silence this", FutureWarning,
-                          stacklevel=2)
-        if keep is None and max_tokens is None:
-            keep = 0.5
-        check_token_budget(max_tokens, keep)
-        self.keep = None if keep is None else float(keep)
-        self.max_tokens = max_tokens
-        self.device = None if device is None else torch.device(device)
-        self.patch_size = patch_size
-        self.num_channels = num_channels
-        self.image_processor = image_processor if image_processor is not None else default_image_processor()
-        self.preprocess = preprocess_config(self.image_processor)
-
-    def __repr__(self) -> str:
-        budget = f"keep={self.keep}" if self.keep is not None else f"max_tokens={self.max_tokens}"
-        return f"IntraImageTokenizer({budget}, patch_size={self.patch_size})"
-
-    def num_kept(self, num_patches: int) -> int:
-        """Patches kept out of ``num_patches``."""
-        return token_budget(num_patches, self.max_tokens, self.keep)
-
-    def __call__(
-        self, images: Any = None, *, pixel_values: torch.Tensor | None = None, return_tensors: str | None = "pt"
-    ) -> BatchFeature:
-        """Tokenize a batch of images (PIL, arrays) or of preprocessed ``pixel_values`` ``[B, C, H, W]``."""
-        pixel_values = self._pixel_values(images, pixel_values)
-        variance = patch_variance(patchify(pixel_values, self.patch_size))  # [B, N]
-        keep = self.num_kept(variance.shape[1])
-        patch_to_token = keep_top_variance(variance, keep)
-        num_tokens = torch.full((len(variance),), keep, dtype=torch.long, device=variance.device)
-        return self._batch(pixel_values, patch_to_token, num_tokens, return_tensors)

@@ -17,7 +17,8 @@ import torch
 
 from ..methods.tome import ToMe
 from ..preprocess import preprocess_config, preprocess_images
-from ..tokenize.tokenizer import IntraImageTokenizer, VisualWordTokenizer
+from ..tokenize.intra import IntraImageTokenizer
+from ..tokenize.tokenizer import VisualWordTokenizer
 from ..vocab.data import sample_images
 from ..vocab.vocabulary import VisualVocabulary
 from .draw import (
