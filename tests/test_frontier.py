@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import ViTConfig, ViTModel
 
-from vwt.bench.frontier import frontier_methods, goal_verdict, interpolate
+from vwt.bench.frontier import frontier_methods
+from vwt.bench.verdicts import goal_verdict, interpolate
 from vwt.bench.heldout import five_crops, split_photos
 from vwt.cli.bench import main
 

@@ -10,7 +10,8 @@ from PIL import Image
 from transformers import ViTConfig, ViTModel
 
 from vwt.bench import mixed
-from vwt.bench.frontier import frontier_methods, margin_verdict
+from vwt.bench.frontier import frontier_methods
+from vwt.bench.verdicts import margin_verdict
 from vwt.cli.bench import main
 from vwt.preprocess import default_image_processor
 

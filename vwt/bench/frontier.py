@@ -4,13 +4,13 @@
 groups; a VWT token budget; ``vwt+tome``; intra-image ``keep``; ``q8``). :func:`run_frontier` runs it
 on held-out photos (:mod:`vwt.bench.heldout`) with the harness (interleaved timing at batch 1 and 32,
 ratios to base from the same rounds) and the Fashion-MNIST linear probe, then :func:`frontier_rows`,
-:func:`frontier_table`, :func:`goal_verdict` and :func:`write_frontier_plot` summarise it.
+:func:`frontier_table`, the verdicts of :mod:`vwt.bench.verdicts` and the plot of :mod:`vwt.bench.frontier_plot`
+summarise it.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from ..methods.registry import Method, load
 from .models import BenchModel
 
 __all__ = ["SWEEPS", "ADAPTIVE", "HELDOUT_VOCAB", "IMAGE_SETS", "frontier_methods", "run_frontier", "frontier_rows",
-           "frontier_table", "goal_verdict", "margin_verdict", "fixed_tome", "write_frontier_plot", "interpolate"]
+           "frontier_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,15 +191,6 @@ def frontier_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def interpolate(points: Sequence[tuple[float, float]], x: float) -> float | None:
-    """Piecewise-linear ``y(x)`` through ``points``; None outside their x range."""
-    points = sorted(points)
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return points[0][1] if len(points) == 1 and points[0][0] == x else None
-
-
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -214,145 +205,3 @@ def frontier_table(rows: list[dict[str, Any]]) -> str:
                      f"| ×{_fmt(r['latency_ratio'], 2)} | ×{_fmt(r['throughput_ratio'], 2)} "
                      f"| {r['cosine']:.4f} ({r['cosine_min']:.3f}) | {_fmt(r['retention'])} |")
     return "\n".join(lines)
-
-
-def _tome_retention_at(by_speed: list[tuple[float, float]], throughput: float | None) -> float | None:
-    """ToMe's retention at ``throughput``: interpolated inside ToMe's measured range; beyond its fastest
-    configuration, the best retention of any ToMe configuration (no faster one was measured, so ToMe gets
-    its most favourable value); None below its slowest."""
-    if not by_speed or throughput is None:
-        return None
-    inside = interpolate(by_speed, throughput)
-    if inside is not None or throughput < max(x for x, _ in by_speed):
-        return inside
-    return max(y for _, y in by_speed)
-
-
-def goal_verdict(rows: list[dict[str, Any]], max_tokens: float = 0.65, cosine_slack: float = 0.003) -> dict[str, Any]:
-    """Issue 10's goal: a VWT configuration at ``<= max_tokens`` of the tokens whose CLS cosine is within
-    ``cosine_slack`` of ToMe's at equal mean tokens per layer (or better), and whose probe retention is
-    at least ToMe's at equal batch-32 throughput. ToMe's values are interpolated between its ``r``.
-
-    Returns:
-        ``{"met": bool, "best": label or None, "candidates": [...]}``, each candidate with its gaps to ToMe.
-    """
-    tome = [r for r in rows if fixed_tome(r)]
-    by_tokens = [(r["tokens_ratio"], r["cosine"]) for r in tome]
-    by_speed = [(r["throughput_ratio"], r["retention"]) for r in tome
-                if r["throughput_ratio"] is not None and r["retention"] is not None]
-    candidates = []
-    for r in rows:
-        if not r["method"].startswith("vwt") or r["tokens_ratio"] > max_tokens:
-            continue
-        tome_cosine = interpolate(by_tokens, r["tokens_ratio"]) if by_tokens else None
-        tome_retention = _tome_retention_at(by_speed, r["throughput_ratio"])
-        cosine_gap = None if tome_cosine is None else r["cosine"] - tome_cosine
-        retention_gap = None if tome_retention is None or r["retention"] is None else r["retention"] - tome_retention
-        met = cosine_gap is not None and cosine_gap >= -cosine_slack and retention_gap is not None and retention_gap >= 0
-        candidates.append({"label": r["label"], "tokens_ratio": r["tokens_ratio"], "cosine": r["cosine"],
-                           "tome_cosine": tome_cosine, "cosine_gap": cosine_gap, "retention": r["retention"],
-                           "tome_retention": tome_retention, "retention_gap": retention_gap, "met": met})
-    scored = [c for c in candidates if c["cosine_gap"] is not None]
-    best = max(scored, key=lambda c: (c["met"], c["cosine_gap"]), default=None)
-    return {"met": bool(best and best["met"]), "best": best["label"] if best else None, "max_tokens": max_tokens,
-            "cosine_slack": cosine_slack, "candidates": candidates}
-
-
-def fixed_tome(row: dict[str, Any]) -> bool:
-    """Whether a row is ToMe as published (an int ``r``), the baseline; a share or a similarity is adaptive."""
-    return row["method"] == "tome" and "similarity=" not in row["label"] and re.search(r"\br=0\.", row["label"]) is None
-
-
-def margin_verdict(rows: list[dict[str, Any]], max_tokens: float = 0.60, margin: float = 0.005,
-                   vwt_margin: float = 0.003) -> dict[str, Any]:
-    """Issue 17's goal: the best VWT-family configuration (``vwt``, ``vwt+tome``) at ``<= max_tokens`` of the
-    mean tokens per layer beats ToMe's CLS cosine at equal tokens (interpolated between its int ``r``) by
-    ``margin``, and the best ``vwt`` alone by ``vwt_margin``. Below ToMe's smallest token count there is no
-    comparison (no extrapolation).
-
-    Returns:
-        ``{"met": bool, "best": label, "best_vwt": label, "candidates": [...]}`` with each candidate's gap.
-    """
-    by_tokens = [(r["tokens_ratio"], r["cosine"]) for r in rows if fixed_tome(r)]
-    candidates = []
-    for r in rows:
-        if r["method"] not in ("vwt", "vwt+tome") or r["tokens_ratio"] > max_tokens:
-            continue
-        tome = interpolate(by_tokens, r["tokens_ratio"]) if by_tokens else None
-        candidates.append({"label": r["label"], "method": r["method"], "tokens_ratio": r["tokens_ratio"],
-                           "cosine": r["cosine"], "tome_cosine": tome,
-                           "cosine_gap": None if tome is None else r["cosine"] - tome})
-    scored = [c for c in candidates if c["cosine_gap"] is not None]
-    best = max(scored, key=lambda c: c["cosine_gap"], default=None)
-    best_vwt = max((c for c in scored if c["method"] == "vwt"), key=lambda c: c["cosine_gap"], default=None)
-    met_family = best is not None and best["cosine_gap"] >= margin
-    met_vwt = best_vwt is not None and best_vwt["cosine_gap"] >= vwt_margin
-    return {"met": met_family and met_vwt, "met_family": met_family, "met_vwt": met_vwt,
-            "best": best and best["label"], "best_vwt": best_vwt and best_vwt["label"], "max_tokens": max_tokens,
-            "margin": margin, "vwt_margin": vwt_margin, "candidates": candidates}
-
-
-_FAMILY_STYLE = {"tome": ("tab:blue", "o"), "tome adaptive": ("tab:cyan", "o"), "vwt": ("tab:orange", "s"),
-                 "vwt connected": ("tab:red", "s"), "vwt+tome": ("tab:green", "D"),
-                 "vwt+tome adaptive": ("olive", "D"), "vwt windowed": ("tab:brown", "s"),
-                 "vwt+tome windowed": ("darkgreen", "D"), "intra": ("tab:purple", "^"), "q8": ("tab:gray", "P"),
-                 "base": ("black", "*")}
-
-
-#: The families whose points are joined along their knob.
-_JOINED = ("tome", "vwt connected", "vwt+tome", "vwt+tome adaptive", "vwt windowed", "vwt+tome windowed")
-
-
-def _family(row: dict[str, Any]) -> str:
-    if row["method"] in ("vwt", "vwt+tome") and "window=" in row["label"]:
-        return f"{row['method']} windowed"
-    if row["method"] == "vwt" and "connected=True" in row["label"]:
-        return "vwt connected"
-    if row["method"] == "tome" and not fixed_tome(row):
-        return "tome adaptive"
-    if row["method"] == "vwt+tome" and "threshold=" in row["label"]:
-        return "vwt+tome adaptive"
-    return row["method"]
-
-
-def write_frontier_plot(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
-    """A PNG of CLS cosine vs tokens per layer and vs batch-32 throughput, and probe retention vs
-    throughput, one colour per method family (ToMe's points joined); None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed: no frontier plot (pip install 'vwt[bench]')")
-        return None
-    speed = f"throughput at batch {rows[0].get('throughput_batch', 32) if rows else 32} (× base)"
-    panels = [("tokens_ratio", "cosine", "mean tokens per layer (× base)", "CLS cosine to base (held-out photos)"),
-              ("throughput_ratio", "cosine", speed, "CLS cosine to base (held-out photos)"),
-              ("throughput_ratio", "retention", speed, "Fashion-MNIST probe retention")]
-    if all(row["retention"] is None for row in rows):  # --no-probe: no empty panel
-        panels = panels[:2]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6))
-    families: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        families.setdefault(_family(row), []).append(row)
-    for ax, (x, y, xlabel, ylabel) in zip(axes, panels):
-        for family, members in families.items():
-            color, marker = _FAMILY_STYLE.get(family, ("tab:red", "v"))
-            ordered = sorted(members, key=lambda m: m["tokens_ratio"])  # along the knob, not the noisy x
-            points = [(m[x], m[y]) for m in ordered if m[x] is not None and m[y] is not None]
-            if not points:
-                continue
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, marker=marker, color=color, label=family, markersize=6,
-                    linestyle="-" if family in _JOINED else "none")
-        ax.set(xlabel=xlabel, ylabel=ylabel)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path

@@ -226,7 +226,9 @@ def _frontier_set(args: argparse.Namespace, command: str, settings: dict[str, An
     """One held-out set: run, write ``results[-mixed].json/.csv`` and plots, return its Markdown section."""
     import json
 
-    from ..bench.frontier import frontier_rows, frontier_table, goal_verdict, margin_verdict, run_frontier, write_frontier_plot
+    from ..bench.frontier import frontier_rows, frontier_table, run_frontier
+    from ..bench.frontier_plot import write_frontier_plot
+    from ..bench.verdicts import goal_verdict, margin_verdict
     from ..bench.report import write_csv, write_json
 
     results = run_frontier(bench, out, image_set=image_set, full=args.full, k=args.k, crops=args.crops,
