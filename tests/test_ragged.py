@@ -112,9 +112,19 @@ def test_the_kernel_rule_is_sdpa_on_cpu_flex_on_cuda_and_never_flex_with_dropout
 def test_auto_batching_pads_what_has_no_padding_buckets_on_cpu_and_runs_ragged_on_cuda():
     assert choose_batching(torch.tensor([7])) == ("pad", 1)  # one image
     assert choose_batching(torch.tensor([7, 7, 7])) == ("pad", 1)  # nothing to pad
-    assert choose_batching(torch.arange(1, 33)) == ("bucket", 8)  # groups of 4 images
+    assert choose_batching(torch.arange(1, 33)) == ("bucket", 8)  # groups of 4 images where not planned by cost
     assert choose_batching(torch.tensor([7, 3, 7]), "cuda") == ("ragged", 1)
     assert choose_batching(torch.tensor([7, 3, 7]), "cuda", ragged=False) == ("bucket", 1)  # no layer parts
+
+
+def test_auto_buckets_are_planned_by_cost_on_cpu_and_in_equal_groups_elsewhere():
+    from vwt.encoders.batching import plan_auto_buckets, plan_buckets, plan_buckets_by_cost
+
+    lengths = torch.tensor([300, 20, 300] + [20] * 9)  # by cost: the two long images apart from the short ones
+    as_lists = lambda buckets: [b.tolist() for b in buckets]  # noqa: E731
+    assert as_lists(plan_auto_buckets(lengths, "cpu", 3)) == as_lists(plan_buckets_by_cost(lengths)) == \
+        [[0, 2], [1, 3, 4, 5, 6, 7, 8, 9, 10, 11]]
+    assert as_lists(plan_auto_buckets(lengths, "cuda", 3)) == as_lists(plan_buckets(lengths, 3))
 
 
 @CUDA

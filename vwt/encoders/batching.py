@@ -17,13 +17,14 @@ one per batch with :func:`choose_batching`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 __all__ = ["BATCHING", "PackingPlan", "plan_packing", "pack", "unpack", "plan_buckets", "plan_buckets_by_cost",
-           "processed_length", "choose_batching", "AUTO_IMAGES_PER_BUCKET", "BUCKET_OVERHEAD_TOKENS",
-           "BUCKET_MAX_IMAGES"]
+           "plan_auto_buckets", "processed_length", "choose_batching", "AUTO_IMAGES_PER_BUCKET",
+           "BUCKET_OVERHEAD_TOKENS", "BUCKET_MAX_IMAGES"]
 
 BATCHING = ("auto", "pad", "bucket", "pack", "ragged")
 """The batching modes; ``"auto"`` resolves to one of the others per batch (:func:`choose_batching`)."""
@@ -54,7 +55,8 @@ def choose_batching(lengths: torch.Tensor, device: torch.device | str = "cpu", r
         ragged: whether the model supports ``"ragged"``.
 
     Returns:
-        ``(mode, num_buckets)``; ``num_buckets`` matters for ``"bucket"`` only.
+        ``(mode, num_buckets)``; ``num_buckets`` (groups of :data:`AUTO_IMAGES_PER_BUCKET` images) matters
+        for ``"bucket"`` only, where :func:`plan_auto_buckets` does not plan by cost.
 
     One host sync (the lengths are compared), except while tracing.
     """
@@ -198,7 +200,24 @@ def plan_buckets_by_cost(lengths: torch.Tensor, overhead: float = BUCKET_OVERHEA
     return groups[::-1]
 
 
-def processed_length(lengths: torch.Tensor, batching: str, *, capacity: int, num_buckets: int = 4) -> float:
+def plan_auto_buckets(lengths: torch.Tensor, device: torch.device | str, num_buckets: int) -> list[torch.Tensor]:
+    """The groups ``"auto"`` runs where it buckets (the same in every method that buckets).
+
+    On CPU, :func:`plan_buckets_by_cost` (its costs were measured there). Elsewhere ``num_buckets`` groups of
+    equal size (:func:`plan_buckets`): the cost of a group on a GPU was not measured here.
+
+    Args:
+        lengths: ``[B]`` real tokens per image (CLS included).
+        device: where the layers run.
+        num_buckets: the groups :func:`choose_batching` returned.
+    """
+    if torch.device(device).type == "cpu":
+        return plan_buckets_by_cost(lengths)
+    return plan_buckets(lengths, num_buckets)
+
+
+def processed_length(lengths: torch.Tensor, batching: str, *, capacity: int, num_buckets: int = 4,
+                     buckets: Sequence[torch.Tensor] | None = None) -> float:
     """Mean sequence length per image that the layers process, padding included: the compute.
 
     The same plans :class:`vwt.encoders.VisualWordModel` runs: ``"pad"`` pads every image to the
@@ -210,10 +229,13 @@ def processed_length(lengths: torch.Tensor, batching: str, *, capacity: int, num
         batching: one of :data:`BATCHING`.
         capacity: tokens per packed row (``"pack"``).
         num_buckets: groups per batch (``"bucket"``).
+        buckets: the groups ``"bucket"`` runs, where the caller planned them (default: :func:`plan_buckets`,
+            or for ``"auto"`` :func:`plan_auto_buckets` on CPU).
     """
     if batching not in BATCHING:
         raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
-    if batching == "auto":
+    auto = batching == "auto"
+    if auto:
         batching, num_buckets = choose_batching(lengths)
     if batching == "ragged":
         return float(lengths.sum()) / len(lengths)
@@ -222,4 +244,6 @@ def processed_length(lengths: torch.Tensor, batching: str, *, capacity: int, num
     if batching == "pack":
         plan = plan_packing(lengths, capacity)
         return plan.num_rows * plan.row_length / len(lengths)
-    return sum(len(i) * int(lengths[i].max()) for i in plan_buckets(lengths, num_buckets)) / len(lengths)
+    if buckets is None:
+        buckets = plan_auto_buckets(lengths, "cpu", num_buckets) if auto else plan_buckets(lengths, num_buckets)
+    return sum(len(i) * int(lengths[i].max()) for i in buckets) / len(lengths)

@@ -23,6 +23,7 @@ from .batching import (
     BATCHING,
     choose_batching,
     pack,
+    plan_auto_buckets,
     plan_buckets,
     plan_packing,
     unpack,
@@ -168,9 +169,11 @@ class VisualWordModel(nn.Module):
     Args:
         model: a supported Hugging Face model (see :func:`vwt.encoders.supported_models`), or its
             ``torch.compile``d version.
-        batching: how images of different token counts share a batch: ``"pad"`` (pad to the longest),
-            ``"bucket"`` (groups of similar length run separately) or ``"pack"`` (several images per
-            sequence, block-diagonal attention). All give each image its own result.
+        batching: how images of different token counts share a batch: ``"auto"`` (the default: one mode per
+            batch, :func:`~vwt.encoders.batching.choose_batching`; its buckets on CPU planned by cost,
+            :func:`~vwt.encoders.batching.plan_auto_buckets`), ``"pad"`` (pad to the longest), ``"bucket"``
+            (groups of similar length run separately), ``"pack"`` (several images per sequence, block-diagonal
+            attention) or ``"ragged"`` (real tokens only). All give each image its own result.
         num_buckets: groups per batch for ``"bucket"``.
         pack_capacity: tokens per packed sequence for ``"pack"`` (default: the unreduced length).
         proportional_attention: add ``log(size)`` of each key token to the attention logits; a float
@@ -260,6 +263,14 @@ class VisualWordModel(nn.Module):
             return self.batching, self.num_buckets
         return choose_batching(lengths, next(self.model.parameters()).device, ragged=self._parts is not None)
 
+    def buckets_for(self, lengths: torch.Tensor, num_buckets: int) -> list[torch.Tensor]:
+        """The groups ``"bucket"`` runs for these ``[B]`` lengths: under ``"auto"`` those of
+        :func:`~vwt.encoders.batching.plan_auto_buckets` (planned by cost on CPU), else ``num_buckets`` groups
+        of equal size (:func:`~vwt.encoders.batching.plan_buckets`)."""
+        if self.batching == "auto":
+            return plan_auto_buckets(lengths, next(self.model.parameters()).device, num_buckets)
+        return plan_buckets(lengths, num_buckets)
+
     def _layers(self, tokens: TokenSequence) -> torch.Tensor:
         """The model's layers on the embedded tokens, batched as configured: ``[B, S, D]``."""
         hidden, mask, sizes = tokens.hidden, tokens.mask, tokens.sizes
@@ -270,7 +281,7 @@ class VisualWordModel(nn.Module):
             return self._packed_layers(hidden, mask, sizes, tokens.num_patches)
         if batching == "bucket" and len(hidden) > 1:
             out = torch.zeros_like(hidden)
-            for index in plan_buckets(mask.sum(1), num_buckets):
+            for index in self.buckets_for(mask.sum(1), num_buckets):
                 width = int(mask[index].sum(1).max())
                 out[index, :width] = self._padded_layers(hidden[index, :width], mask[index, :width],
                                                          None if sizes is None else sizes[index, :width])

@@ -15,8 +15,8 @@ Batching (``batching=``): ``"pad"`` runs the whole batch padded to its longest i
 the images by token count and runs groups of similar length separately (:func:`~vwt.encoders.batching.plan_buckets`),
 each padded to its own longest; ``"auto"`` (the default) picks per batch with
 :func:`~vwt.encoders.batching.choose_batching` (one dense batch for equal lengths, buckets for variable
-ones). On CPU ``"auto"`` forms its buckets with :func:`~vwt.encoders.batching.plan_buckets_by_cost`: runs
-of similar length that minimise the padded tokens plus a fixed cost a group (at most 12 images), which
+ones). On CPU ``"auto"`` forms its buckets as every method does (:func:`~vwt.encoders.batching.plan_auto_buckets`):
+runs of similar length that minimise the padded tokens plus a fixed cost a group (at most 12 images), which
 ran about 3% faster than groups of 4 at batch 32 (``scripts/bench_latency.py --batch 32``). ToMe pairs
 tokens by position within each image, so ``"pack"`` and ``"ragged"`` do not apply. Every mode gives each
 image the result it gets alone.
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..encoders import VisualWordModel
-from ..encoders.batching import choose_batching, plan_buckets, plan_buckets_by_cost
+from ..encoders.batching import choose_batching, plan_auto_buckets, plan_buckets
 from .result import MethodResult
 
 __all__ = ["bind_vwt_tome", "run_in_buckets"]
@@ -122,8 +122,8 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
         if batching == "auto":
             mode, buckets = choose_batching(lengths, device, ragged=False)
         if mode == "bucket" and len(lengths) > 1:
-            by_cost = batching == "auto" and device.type == "cpu"  # the cost measured on CPU (module notes)
-            plan = plan_buckets_by_cost(lengths) if by_cost else plan_buckets(lengths, buckets)
+            auto = batching == "auto"
+            plan = plan_auto_buckets(lengths, device, buckets) if auto else plan_buckets(lengths, buckets)
             x, size, counts = run_in_buckets(layers, tokens.hidden, sizes, lengths, plan)
         else:
             x, size, counts = layers(tokens.hidden, sizes)

@@ -90,8 +90,9 @@ def _bind_tokenizer(model: nn.Module, tokenizer: Any, batching: str,
         outputs = wrapped(batch)
         lengths = batch["num_tokens"] + prefix
         mode, num_buckets = wrapped.batching_for(lengths)
+        buckets = wrapped.buckets_for(lengths, num_buckets) if mode == "bucket" and len(lengths) > 1 else None
         length = processed_length(lengths, mode, capacity=wrapped.pack_capacity or _full_length(model, pixel_values),
-                                  num_buckets=num_buckets)
+                                  num_buckets=num_buckets, buckets=buckets)
         return MethodResult(outputs, (length,) * _num_layers(model), lengths,
                             token_sizes=with_prefix_sizes(batch["token_sizes"], prefix))
 
