@@ -1,7 +1,8 @@
 """Every method on one call shape: ``load(name, **options).bind(model)(pixel_values) -> MethodResult``.
 
 - :mod:`.registry`: :func:`load` and the method names; :mod:`.result`: :class:`MethodResult`;
-- the baselines: :mod:`.tome` (Token Merging), :mod:`.dynamicvit` (learned pruning), :mod:`.quantize` (int8);
+- the baselines: :mod:`.tome` (Token Merging, its matching in :mod:`.bipartite`), :mod:`.dynamicvit` (learned
+  pruning), :mod:`.quantize` (int8);
 - :mod:`.adaptive`: ToMe with a per-image merge count (a share of the tokens, or a similarity threshold);
 - :mod:`.hybrids`: visual words at the input, ToMe in the layers (``vwt+tome``); :mod:`.tokenizers`: the
   visual-word tokenizer both ``vwt`` and the hybrids run.
@@ -15,22 +16,14 @@ from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .adaptive import adaptive_soft_matching, fraction_counts
+    from .bipartite import bipartite_soft_matching, merge_source, merge_wavg
     from .dynamicvit import DynamicViT, DynamicViTConfig, TokenPredictor
     from .hybrids import bind_vwt_tome
     from .quantize import quantize_int8
     from .registry import METHODS, Method, Runner, load
     from .result import MethodResult
     from .tokenizers import visual_word_tokenizer
-    from .tome import (
-        ToMe,
-        ToMeConfig,
-        attend_proportionally,
-        bipartite_soft_matching,
-        merge_source,
-        merge_wavg,
-        schedule_r,
-        token_counts,
-    )
+    from .tome import ToMe, ToMeConfig, attend_proportionally, schedule_r, token_counts
 
 _LAZY = {
     "DynamicViT": ".dynamicvit",
@@ -45,11 +38,11 @@ _LAZY = {
     "adaptive_soft_matching": ".adaptive",
     "attend_proportionally": ".tome",
     "bind_vwt_tome": ".hybrids",
-    "bipartite_soft_matching": ".tome",
+    "bipartite_soft_matching": ".bipartite",
     "fraction_counts": ".adaptive",
     "load": ".registry",
-    "merge_source": ".tome",
-    "merge_wavg": ".tome",
+    "merge_source": ".bipartite",
+    "merge_wavg": ".bipartite",
     "quantize_int8": ".quantize",
     "schedule_r": ".tome",
     "token_counts": ".tome",
