@@ -4,8 +4,9 @@ Every layer runs its own submodules, driven from here: pre-attention norm, atten
 layer's q/k/v projections with proportional attention (``log(size)`` of each key added to the logits),
 output projection and residual; then bipartite soft matching on the attention keys (mean over heads)
 merges ``r`` tokens by size-weighted average (:mod:`vwt.methods.bipartite`); then the MLP half of the
-layer. Nothing on the model is swapped, copied or stored. A fractional ``r`` or a ``similarity`` threshold merges a different count in
-each image (:mod:`vwt.methods.adaptive`), so a batch of equal-length images may come out padded.
+layer. Nothing on the model is swapped, copied or stored. A fractional ``r`` or a ``similarity`` threshold
+merges a different count in each image (:mod:`vwt.methods.adaptive`), so a batch of equal-length images may
+come out padded.
 
 Token order after a merge (deterministic): the unmerged tokens of set A (even positions) in their
 previous order, then every token of set B (odd positions) in its previous order. Protected prefix
