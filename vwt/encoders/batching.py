@@ -31,7 +31,8 @@ BATCHING = ("auto", "pad", "bucket", "pack", "ragged")
 
 
 AUTO_IMAGES_PER_BUCKET = 4
-"""Images per group when ``"auto"`` buckets (measured: at batch 32, 8 groups ran faster than 2, 4 or 16)."""
+"""Images per group when ``"auto"`` buckets off CPU (:func:`plan_auto_buckets`; on CPU it plans by cost). Measured on
+CPU before the cost plan: at batch 32, 8 groups ran faster than 2, 4 or 16; never measured on a GPU."""
 
 
 def choose_batching(lengths: torch.Tensor, device: torch.device | str = "cpu", ragged: bool = True
