@@ -13,6 +13,7 @@ from vwt.tokenize.matching import (
     match_words_budget,
     token_attention_mask,
 )
+from vwt.tokenize import matching
 
 WORDS = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 
@@ -27,6 +28,20 @@ def test_a_hand_computed_match_with_a_distance_exactly_at_the_threshold():
     assert match_words(patches, WORDS, threshold=0.0).tolist() == [[0, 1, -1, 0]]
     assert match_words(patches, WORDS, threshold=1.0)[0, 2] >= 0
     assert match_words(patches, WORDS, threshold=-1.0).tolist() == [[-1, -1, -1, -1]]
+
+
+def test_matching_in_blocks_gives_the_nearest_words_of_one_product(monkeypatch):
+    # 3 images of 50 patches in blocks of 64 rows (the last block short): the same as a brute-force argmax
+    patches, words = torch.randn(3, 50, 12, generator=torch.Generator().manual_seed(0)), torch.randn(40, 12)
+    monkeypatch.setattr(matching, "MATCH_BLOCK_ROWS", 64)
+    distance, word = cosine_distance_to_words(patches, words)
+    cosine = torch.nn.functional.cosine_similarity(patches[:, :, None], words[None, None], dim=-1)  # [3, 50, 40]
+    best, nearest = cosine.max(dim=-1)
+    assert torch.equal(word, nearest)
+    torch.testing.assert_close(distance, 1.0 - best)
+    monkeypatch.setattr(matching, "MATCH_BLOCK_ROWS", 10_000)  # one product: the same values
+    one_distance, one_word = cosine_distance_to_words(patches, words)
+    assert torch.equal(one_word, word) and torch.equal(one_distance, distance)
 
 
 def test_patches_sharing_a_word_form_one_token_numbered_by_first_patch():
