@@ -24,6 +24,9 @@ method runs a batch of 32 in groups of at most 12 images on CPU (base and ToMe b
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.01 0.02
     python scripts/bench_latency.py --batch 32 --vocab vocabularies/dinov2-p14-k1000 --thresholds 0.02 \
         --connected --window 8 --tome-r 0.03 --modes auto
+
+``--breakdown`` then times each stage of ``vwt+tome`` (tokenizer, embedding and merge, layers) beside ToMe's
+embedding and layers at equal tokens, and how much padding its groups of images add to the layers.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from vwt.encoders import VisualWordModel, adapter_for
 from vwt.encoders.export import onnx, onnx_inputs
 from vwt.encoders.merge import merge_tokens
 from vwt.encoders.run import embed_tokens
+from vwt.methods.registry import dense_groups
 from vwt.methods.tome import token_counts
 from vwt.preprocess import image_processor_from_config, preprocess_images
 from vwt.tokenize.tokenizer import VisualWordTokenizer
@@ -114,6 +118,54 @@ def _against_tome(times, token_ratio: dict, hybrid: str, tome: str, other: str) 
         result[kind] = paired_median_ratio(series[tome], series[hybrid])
         result[f"{kind}_at"] = paired_median_ratio(at, series[hybrid])
     return result
+
+
+def _breakdown(calls: dict, token_ratio: dict, hybrid: str, tome: str, other: str, pixels: torch.Tensor, n: int,
+               args: argparse.Namespace) -> dict:
+    """Where ``hybrid``'s time goes beside ToMe's at equal tokens: each stage timed apart, interleaved rounds.
+
+    The hybrid's stages (:class:`vwt.methods.hybrids.VwtTome`) run on inputs made once; ToMe's embedding and
+    its layers (in the groups its runner uses) at the two ``r`` around the hybrid's tokens, interpolated as
+    in :func:`_against_tome`. Returns the medians of thread CPU seconds per batch, by stage.
+    """
+    run = calls[hybrid].run  # the VwtTome of the bound runner
+    with torch.inference_mode():
+        batch = run.tokenize(pixels)
+        tokens = run.embed(batch)
+    plan = run.plan(tokens.mask.sum(1))
+    with torch.inference_mode():  # sequence lengths entering each layer, padding included, over the real ones
+        padded = statistics.mean(run.run_layers(tokens, plan)[2]) / n / token_ratio[hybrid]
+    groups = dense_groups(len(pixels), "cpu") or [torch.arange(len(pixels))]
+    tome_runs = {label: calls[label].run for label in (tome, other)}
+    adapter = tome_runs[tome].adapter
+    with torch.inference_mode():
+        hidden = adapter.before_layers(adapter.embed(pixels))
+    stages = {
+        "tokenizer": lambda x: run.tokenize(x),
+        "embedding": lambda x: run.embed(batch),
+        "layers": lambda x: run.run_layers(tokens, plan),
+        "tome embedding": lambda x: adapter.before_layers(adapter.embed(x)),
+    }
+    for label, tome_run in tome_runs.items():
+        stages[label] = lambda x, t=tome_run: [t.run_layers(hidden[index]) for index in groups]
+    with torch.inference_mode():
+        times = interleaved_rounds(stages, [pixels], repeats=args.repeats, warmup=args.warmup)
+    med = {label: statistics.median(series) for label, series in times.cpu_seconds.items()}
+    weight = (token_ratio[hybrid] - token_ratio[tome]) / (token_ratio[other] - token_ratio[tome])
+    tome_layers = med[tome] + weight * (med[other] - med[tome])
+    tome_total = med["tome embedding"] + tome_layers
+    rows = [("tokenizer", med["tokenizer"], 0.0), ("embedding and merge", med["embedding"], med["tome embedding"]),
+            ("layers", med["layers"], tome_layers)]
+    print(f"\nwhere {hybrid}'s time goes, beside ToMe interpolated to its tokens (thread CPU ms per batch of "
+          f"{len(pixels)}, medians of {args.repeats} interleaved rounds):")
+    print(f"  {'stage':22s} {'vwt+tome':>9s} {'ToMe':>9s} {'difference (share of ToMe total)':>34s}")
+    for name, mine, theirs in rows + [("total", sum(r[1] for r in rows), tome_total)]:
+        print(f"  {name:22s} {mine * 1e3:9.1f} {theirs * 1e3:9.1f} {(mine - theirs) * 1e3:+12.1f} "
+              f"({(mine - theirs) / tome_total:+.1%})")
+    groups = [len(index) for index in plan or []]
+    print(f"  the layers run {padded:.3f}x the real token-layers (padding in the groups of {groups} images)")
+    return {"hybrid": hybrid, "stages_cpu_seconds": med, "tome_layers_cpu_seconds": tome_layers,
+            "padded_over_real": padded}
 
 
 def batched_main(args: argparse.Namespace) -> None:
@@ -185,6 +237,8 @@ def batched_main(args: argparse.Namespace) -> None:
                      "hybrid_over_tome_speed_wall": ratio["wall"], "tome_bracket": other,
                      "hybrid_over_tome_at_equal_tokens_cpu": ratio["cpu_at"],
                      "hybrid_over_tome_at_equal_tokens_wall": ratio["wall_at"]})
+    for hybrid, tome, other in pairs if args.breakdown else ():
+        rows.append(_breakdown(calls, token_ratio, hybrid, tome, other, pixels, n, args))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
@@ -201,6 +255,9 @@ def main() -> None:
     parser.add_argument("--tome-r", type=float, nargs="*", default=[],
                         help="with --batch: also vwt+tome at each of these r (ints, or shares such as 0.03), each "
                              "beside ToMe at equal tokens")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="with --batch and --tome-r: time each stage of vwt+tome beside ToMe's (where the "
+                             "difference goes)")
     parser.add_argument("--modes", nargs="*", default=list(_MODES), choices=_MODES,
                         help="with --batch: the batching modes to time vwt in (none: only base, ToMe and vwt+tome)")
     parser.add_argument("--images", type=int, default=None, help="first N sample photos (default: all)")

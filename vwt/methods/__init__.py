@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .adaptive import adaptive_soft_matching, fraction_counts
     from .bipartite import bipartite_soft_matching, merge_source, merge_wavg
     from .dynamicvit import DynamicViT, DynamicViTConfig, TokenPredictor
-    from .hybrids import bind_vwt_tome
+    from .hybrids import VwtTome, bind_vwt_tome
     from .quantize import quantize_int8
     from .registry import METHODS, Method, Runner, load
     from .result import MethodResult
@@ -35,6 +35,7 @@ _LAZY = {
     "ToMe": ".tome",
     "ToMeConfig": ".tome",
     "TokenPredictor": ".dynamicvit",
+    "VwtTome": ".hybrids",
     "adaptive_soft_matching": ".adaptive",
     "attend_proportionally": ".tome",
     "bind_vwt_tome": ".hybrids",

@@ -37,10 +37,11 @@ import torch
 from torch import nn
 
 from ..encoders import VisualWordModel
+from ..encoders.run import TokenSequence
 from ..encoders.batching import choose_batching, plan_auto_buckets, plan_buckets
 from .result import MethodResult
 
-__all__ = ["bind_vwt_tome", "run_in_buckets"]
+__all__ = ["VwtTome", "bind_vwt_tome", "run_in_buckets"]
 
 HYBRID_BATCHING = ("auto", "pad", "bucket")
 """The batching modes of ``vwt+tome`` (see the module notes)."""
@@ -81,8 +82,8 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
                   window: int | None = None, norm_band: float | None = None, min_keep: float | None = None,
                   r: int | float | Sequence[int] = 0,
                   batching: str = "auto", num_buckets: int = 4,
-                  **tome_options: Any) -> Callable[[torch.Tensor], MethodResult]:
-    """Bind ``vwt+tome`` to ``model``: a function of ``pixel_values`` ``[B, C, H, W]``.
+                  **tome_options: Any) -> VwtTome:
+    """Bind ``vwt+tome`` to ``model``: a :class:`VwtTome`, a function of ``pixel_values`` ``[B, C, H, W]``.
 
     Args:
         model: a model ToMe supports (CLIP, ViT, DINOv2, SigLIP).
@@ -106,30 +107,66 @@ def bind_vwt_tome(model: nn.Module, *, vocab: Any = None, threshold: float | Non
     tome = ToMe(model, r=r, **tome_options)
     if not tome.config.proportional_attention:
         raise ValueError("vwt+tome carries the tokenizer's sizes into ToMe: proportional_attention must stay on")
-    wrapped = VisualWordModel(model)  # proportional attention: the sizes come with the embedded tokens
-    device = next(wrapped.model.parameters()).device
+    return VwtTome(tokenizer, tome, batching, num_buckets)
 
-    def layers(x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        x, size, _, counts = tome.run_layers(x, size)
+
+class VwtTome:
+    """``vwt+tome`` bound to a model (made by :func:`bind_vwt_tome`): call it on ``pixel_values`` ``[B, C, H, W]``
+    for a :class:`~vwt.methods.result.MethodResult`.
+
+    A call runs four stages, each a method, so that a benchmark can time them apart
+    (``scripts/bench_latency.py --breakdown``): :meth:`tokenize`, :meth:`embed`, :meth:`plan` and
+    :meth:`run_layers`, then the model's head.
+    """
+
+    def __init__(self, tokenizer: Any, tome: Any, batching: str = "auto", num_buckets: int = 4) -> None:
+        self.tokenizer, self.tome = tokenizer, tome
+        self.wrapped = VisualWordModel(tome.model)  # proportional attention: the sizes come with the embedded tokens
+        self.batching, self.num_buckets = batching, num_buckets
+        self.device = next(self.wrapped.model.parameters()).device
+
+    def tokenize(self, pixel_values: torch.Tensor) -> Any:
+        """The visual-word tokenizer's batch (``pixel_values``, ``patch_to_token``, ``attention_mask``, ...)."""
+        return self.tokenizer(pixel_values=pixel_values)
+
+    def embed(self, batch: Any) -> TokenSequence:
+        """The merged tokens, embedded, with their sizes (:meth:`vwt.encoders.VisualWordModel.embed`)."""
+        return self.wrapped.embed(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"],
+                                  batch["token_sizes"])
+
+    def plan(self, lengths: torch.Tensor) -> list[torch.Tensor] | None:
+        """The groups of images the layers run in, or None for one batch (see the module notes).
+
+        Args:
+            lengths: ``[B]`` real tokens per image (CLS included).
+        """
+        mode, buckets = self.batching, self.num_buckets
+        if mode == "auto":
+            mode, buckets = choose_batching(lengths, self.device, ragged=False)
+        if mode != "bucket" or len(lengths) == 1:
+            return None
+        if self.batching == "auto":
+            return plan_auto_buckets(lengths, self.device, buckets)
+        return plan_buckets(lengths, buckets)
+
+    def run_layers(self, tokens: TokenSequence, plan: Sequence[torch.Tensor] | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        """ToMe's layers on the embedded tokens, in ``plan``'s groups: ``(x [B, T, D], sizes [B, T, 1], mean
+        sequence length entering each layer)`` (:func:`run_in_buckets`)."""
+        lengths, sizes = tokens.mask.sum(1), tokens.sizes.unsqueeze(-1).to(tokens.hidden.dtype)
+        if plan is None:
+            return self._layers(tokens.hidden, sizes)
+        return run_in_buckets(self._layers, tokens.hidden, sizes, lengths, plan)
+
+    def _layers(self, x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        x, size, _, counts = self.tome.run_layers(x, size)
         return x, size, counts
 
-    def run(pixel_values: torch.Tensor) -> MethodResult:
-        batch = tokenizer(pixel_values=pixel_values)
-        tokens = wrapped.embed(batch["pixel_values"], batch["patch_to_token"], batch["attention_mask"],
-                               batch["token_sizes"])
-        lengths, sizes = tokens.mask.sum(1), tokens.sizes.unsqueeze(-1).to(tokens.hidden.dtype)
-        mode, buckets = (batching, num_buckets)
-        if batching == "auto":
-            mode, buckets = choose_batching(lengths, device, ragged=False)
-        if mode == "bucket" and len(lengths) > 1:
-            auto = batching == "auto"
-            plan = plan_auto_buckets(lengths, device, buckets) if auto else plan_buckets(lengths, buckets)
-            x, size, counts = run_in_buckets(layers, tokens.hidden, sizes, lengths, plan)
-        else:
-            x, size, counts = layers(tokens.hidden, sizes)
+    def __call__(self, pixel_values: torch.Tensor) -> MethodResult:
+        tokens = self.embed(self.tokenize(pixel_values))
+        lengths = tokens.mask.sum(1)
+        x, size, counts = self.run_layers(tokens, self.plan(lengths))
         sizes = size[..., 0]
-        outputs = wrapped.adapter.outputs(x, (sizes > 0).long(), token_sizes=sizes)
+        outputs = self.wrapped.adapter.outputs(x, (sizes > 0).long(), token_sizes=sizes)
         return MethodResult(outputs=outputs, tokens_per_layer=tuple(counts), sequence_lengths=lengths,
                             token_sizes=sizes.round().long())
-
-    return run
