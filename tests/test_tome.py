@@ -137,6 +137,19 @@ def test_a_batch_merges_each_image_as_it_would_alone():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("r", [8, 0.1], ids=["int", "share"])
+def test_flex_attention_gives_what_sdpa_with_the_float_bias_gives(r):
+    # the same proportional attention through either kernel (an adaptive share pads the batch: size 0 keys)
+    model, pixels = _build(_dinov2), _pixels(3)
+    sdpa = ToMe(model, r=r, attention_kernel="sdpa")(pixels)
+    flex = ToMe(model, r=r, attention_kernel="flex")(pixels)
+    torch.testing.assert_close(flex.outputs.last_hidden_state, sdpa.outputs.last_hidden_state, rtol=1e-5, atol=1e-5)
+    assert flex.tokens_per_layer == sdpa.tokens_per_layer
+    with pytest.raises(ValueError, match="attention_kernel"):
+        ToMe(model, r=r, attention_kernel="flash")
+
+
+@torch.no_grad()
 def test_running_tome_leaves_the_model_untouched():
     model = _build(_vit)
     pixels = _pixels()

@@ -43,10 +43,10 @@ def attention_kernel(kernel: str, device: torch.device | str, dropout_p: float =
 
 
 @functools.cache
-def _compiled_flex() -> Callable[..., torch.Tensor]:
+def _compiled_flex(dynamic: bool | None = None) -> Callable[..., torch.Tensor]:
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention)
+    return torch.compile(flex_attention, dynamic=dynamic)
 
 
 def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None, scale: float,
@@ -54,8 +54,10 @@ def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Ten
     """FlexAttention with ``key_bias [B, N]`` (or ``[N]`` for one sequence) added to each key's score."""
     if torch.compiler.is_compiling():  # already inside a graph: the caller's compile takes it in
         from torch.nn.attention.flex_attention import flex_attention as flex
-    else:
-        flex = _compiled_flex()
+    else:  # a dense batch on CPU compiles with symbolic shapes from the first call: inductor's CPU kernel failed to
+        # build when it recompiled one specialised on a batch for a new sequence length (torch 2.13; ToMe's length
+        # changes every layer), and with a block mask it fails the other way round, so the ragged path keeps the default
+        flex = _compiled_flex(True if q.device.type == "cpu" and block_mask is None else None)
     score_mod = None
     if key_bias is not None and key_bias.ndim == 1:
         def score_mod(score, b, h, q_index, k_index):  # noqa: ANN001, ANN202

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .._lazy import renamed_attributes
-from ..encoders.attention import sized_attention
+from ..encoders.attention import KERNELS, sized_attention
 from ..encoders.base import LayerParts, adapter_for
 from ..encoders.layers import attention_block, mlp_block
 from ..encoders.run import check_pixels
@@ -38,9 +38,10 @@ __all__ = ["ToMe", "ToMeConfig", "attend_proportionally", "schedule_r", "token_c
 
 # ---------------------------------------------------------------------------------------- pure math
 def attend_proportionally(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, size: torch.Tensor | None,
-                          scale: float, dropout_p: float = 0.0) -> torch.Tensor:
+                          scale: float, dropout_p: float = 0.0, kernel: str = "auto") -> torch.Tensor:
     """``softmax(q kᵀ · scale + log size_key) v``, through :func:`vwt.encoders.attention.sized_attention`
-    (FlexAttention with ``log(size)`` as a ``score_mod`` on CUDA, SDPA with it as a float bias on CPU).
+    (``kernel="auto"``: FlexAttention with ``log(size)`` as a ``score_mod`` on CUDA, SDPA with it as a float
+    bias on CPU; ``"flex"`` or ``"sdpa"`` forces one).
 
     Args:
         q: ``[B, H, N, d]``, and so are ``k`` and ``v``.
@@ -50,7 +51,7 @@ def attend_proportionally(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, siz
         ``[B, H, N, d]``.
     """
     bias = None if size is None else size[..., 0].float().log()  # [B, N]; size 0 (padding): -inf
-    return sized_attention(q, k, v, bias, scale, dropout_p)
+    return sized_attention(q, k, v, bias, scale, dropout_p, kernel)
 
 
 def schedule_r(r: int | float | Sequence[int], num_layers: int, schedule: str = "constant",
@@ -103,6 +104,9 @@ class ToMeConfig:
     #: Instead of ``r``: in each layer, merge every A-to-B edge whose key cosine is above this, in [-1, 1]
     #: (at most half of each image's mergeable tokens).
     similarity: float | None = None
+    #: The attention kernel (:func:`vwt.encoders.attention.attention_kernel`): "auto" (FlexAttention on CUDA, SDPA
+    #: with a float bias elsewhere), "flex" or "sdpa"; the same result, to compare their speed.
+    attention_kernel: str = "auto"
 
     @property
     def adaptive(self) -> bool:
@@ -110,6 +114,8 @@ class ToMeConfig:
         return isinstance(self.r, float) or self.similarity is not None
 
     def __post_init__(self) -> None:
+        if self.attention_kernel not in KERNELS:
+            raise ValueError(f"attention_kernel must be one of {', '.join(KERNELS)}, got {self.attention_kernel!r}")
         if self.similarity is not None:
             if isinstance(self.similarity, bool) or not isinstance(self.similarity, (int, float)) \
                     or not -1.0 <= self.similarity <= 1.0:
@@ -145,7 +151,7 @@ class ToMeConfig:
 
 # ---------------------------------------------------------------------------------------- layer
 def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: torch.Tensor | None, r: int | float, *,
-               protect_cls: int, proportional: bool, similarity: float | None = None
+               protect_cls: int, proportional: bool, similarity: float | None = None, kernel: str = "auto"
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One layer: attention -> merge -> MLP. ``x [B, N, D]``, ``size [B, N, 1]``, ``source [B, N, S0]``.
 
@@ -153,7 +159,7 @@ def tome_layer(parts: LayerParts, x: torch.Tensor, size: torch.Tensor, source: t
     count per image and returns the batch padded, padding last (:func:`~vwt.methods.adaptive.adaptive_soft_matching`).
     """
     def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout_p: float) -> torch.Tensor:
-        return attend_proportionally(q, k, v, size if proportional else None, scale, dropout_p)
+        return attend_proportionally(q, k, v, size if proportional else None, scale, dropout_p, kernel)
 
     x, k = attention_block(parts, x, attend)
     if similarity is not None or (isinstance(r, float) and r > 0):
@@ -241,7 +247,7 @@ class ToMe:
             merged = merged or x.shape[1] < counts[0] or (adaptive and len(counts) > 1 and bool((size != 1).any()))
             x, size, source = tome_layer(parts, x, size, source, r, protect_cls=self.protect_cls,
                                          proportional=self.config.proportional_attention and merged,
-                                         similarity=similarity)
+                                         similarity=similarity, kernel=self.config.attention_kernel)
             if padded and not adaptive and r > 0:  # an adaptive merge puts padding last itself
                 x, size, source = padding_last(x, size, source)
         return x, size, source, counts
