@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from vwt.encoders.merge import merge_tokens
+from vwt.tokenize import matching
 from vwt.tokenize.matching import (
     closest_first,
     cosine_distance_to_words,
@@ -13,7 +14,6 @@ from vwt.tokenize.matching import (
     match_words_budget,
     token_attention_mask,
 )
-from vwt.tokenize import matching
 
 WORDS = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 

@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from ..encoders import VisualWordModel
-from ..encoders.run import TokenSequence
 from ..encoders.batching import choose_batching, plan_auto_buckets, plan_buckets
+from ..encoders.run import TokenSequence
 from .result import MethodResult
 
 __all__ = ["VwtTome", "bind_vwt_tome", "run_in_buckets"]
