@@ -139,7 +139,8 @@ def _breakdown(calls: dict, token_ratio: dict, hybrid: str, tome: str, other: st
 
     The hybrid's stages (:class:`vwt.methods.hybrids.VwtTome`) run on inputs made once; ToMe's embedding and
     its layers (in the groups its runner uses) at the two ``r`` around the hybrid's tokens, interpolated as
-    in :func:`_against_tome`. Returns the medians of thread CPU seconds per batch, by stage.
+    in :func:`_against_tome`. Returns the medians of seconds per batch by stage: thread CPU time on CPU, wall
+    time on a GPU (the host's thread time is not the GPU's).
     """
     run = calls[hybrid].run  # the VwtTome of the bound runner
     with torch.inference_mode():
@@ -163,21 +164,23 @@ def _breakdown(calls: dict, token_ratio: dict, hybrid: str, tome: str, other: st
         stages[label] = lambda x, t=tome_run: [t.run_layers(hidden[index]) for index in groups]
     with torch.inference_mode():
         times = interleaved_rounds(stages, [pixels], repeats=args.repeats, warmup=args.warmup, device=pixels.device)
-    med = {label: statistics.median(series) for label, series in times.cpu_seconds.items()}
+    clock = "thread CPU" if pixels.device.type == "cpu" else "wall"
+    seconds = times.cpu_seconds if pixels.device.type == "cpu" else times.seconds
+    med = {label: statistics.median(series) for label, series in seconds.items()}
     weight = (token_ratio[hybrid] - token_ratio[tome]) / (token_ratio[other] - token_ratio[tome])
     tome_layers = med[tome] + weight * (med[other] - med[tome])
     tome_total = med["tome embedding"] + tome_layers
     rows = [("tokenizer", med["tokenizer"], 0.0), ("embedding and merge", med["embedding"], med["tome embedding"]),
             ("layers", med["layers"], tome_layers)]
-    print(f"\nwhere {hybrid}'s time goes, beside ToMe interpolated to its tokens (thread CPU ms per batch of "
+    print(f"\nwhere {hybrid}'s time goes, beside ToMe interpolated to its tokens ({clock} ms per batch of "
           f"{len(pixels)}, medians of {args.repeats} interleaved rounds):")
     print(f"  {'stage':22s} {'vwt+tome':>9s} {'ToMe':>9s} {'difference (share of ToMe total)':>34s}")
     for name, mine, theirs in rows + [("total", sum(r[1] for r in rows), tome_total)]:
         print(f"  {name:22s} {mine * 1e3:9.1f} {theirs * 1e3:9.1f} {(mine - theirs) * 1e3:+12.1f} "
               f"({(mine - theirs) / tome_total:+.1%})")
-    groups = [len(index) for index in plan or []]
-    print(f"  the layers run {padded:.3f}x the real token-layers (padding in the groups of {groups} images)")
-    return {"hybrid": hybrid, "stages_cpu_seconds": med, "tome_layers_cpu_seconds": tome_layers,
+    sizes = [len(index) for index in plan or []]
+    print(f"  the layers run {padded:.3f}x the real token-layers (padding in the groups of {sizes} images)")
+    return {"hybrid": hybrid, "clock": clock, "stages_seconds": med, "tome_layers_seconds": tome_layers,
             "padded_over_real": padded}
 
 
