@@ -39,9 +39,10 @@ def test_matching_in_blocks_gives_the_nearest_words_of_one_product(monkeypatch):
     best, nearest = cosine.max(dim=-1)
     assert torch.equal(word, nearest)
     torch.testing.assert_close(distance, 1.0 - best)
-    monkeypatch.setattr(matching, "MATCH_BLOCK_ROWS", 10_000)  # one product: the same values
+    monkeypatch.setattr(matching, "MATCH_BLOCK_ROWS", 10_000)  # one product: the same words and distances
     one_distance, one_word = cosine_distance_to_words(patches, words)
-    assert torch.equal(one_word, word) and torch.equal(one_distance, distance)
+    assert torch.equal(one_word, word)
+    torch.testing.assert_close(one_distance, distance, rtol=1e-6, atol=1e-6)  # a BLAS may block rows differently
 
 
 def test_patches_sharing_a_word_form_one_token_numbered_by_first_patch():

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..encoders import VisualWordModel
-from ..encoders.batching import choose_batching, plan_auto_buckets, plan_buckets
+from ..encoders.batching import choose_batching
 from ..encoders.run import TokenSequence
 from .result import MethodResult
 
@@ -121,8 +121,8 @@ class VwtTome:
 
     def __init__(self, tokenizer: Any, tome: Any, batching: str = "auto", num_buckets: int = 4) -> None:
         self.tokenizer, self.tome = tokenizer, tome
-        self.wrapped = VisualWordModel(tome.model)  # proportional attention: the sizes come with the embedded tokens
-        self.batching, self.num_buckets = batching, num_buckets
+        # proportional attention: the sizes come with the embedded tokens; its batching plans the buckets
+        self.wrapped = VisualWordModel(tome.model, batching=batching, num_buckets=num_buckets)
         self.device = next(self.wrapped.model.parameters()).device
 
     def tokenize(self, pixel_values: torch.Tensor) -> Any:
@@ -140,14 +140,12 @@ class VwtTome:
         Args:
             lengths: ``[B]`` real tokens per image (CLS included).
         """
-        mode, buckets = self.batching, self.num_buckets
-        if mode == "auto":
+        mode, buckets = self.wrapped.batching, self.wrapped.num_buckets
+        if mode == "auto":  # ToMe pairs tokens by position within each image: never ragged
             mode, buckets = choose_batching(lengths, self.device, ragged=False)
         if mode != "bucket" or len(lengths) == 1:
             return None
-        if self.batching == "auto":
-            return plan_auto_buckets(lengths, self.device, buckets)
-        return plan_buckets(lengths, buckets)
+        return self.wrapped.buckets_for(lengths, buckets)
 
     def run_layers(self, tokens: TokenSequence, plan: Sequence[torch.Tensor] | None
                    ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
