@@ -225,10 +225,10 @@ def batched_main(args: argparse.Namespace) -> None:
             other = _add_tome(calls, token_ratio, other, n, layers, model, "bracket")
             pairs.append((label, nearest, other))
     kernels = []  # (ToMe as run, the same ToMe with each --tome-kernels attention kernel)
-    for label in [key for key in calls if key.startswith("tome r=")] if args.tome_kernels else ():
-        r = int(label.split()[1][2:])
+    for label in [key for key in calls if calls[key].method.name == "tome"] if args.tome_kernels else ():
         for kernel in args.tome_kernels:
-            calls[f"{label} {kernel}"] = methods.load("tome", r=r, attention_kernel=kernel).bind(model)
+            options = {**calls[label].method.options, "attention_kernel": kernel}
+            calls[f"{label} {kernel}"] = methods.load("tome", **options).bind(model)
             token_ratio[f"{label} {kernel}"] = token_ratio[label]
             kernels.append((label, f"{label} {kernel}"))
     where = f"{args.threads} thread(s)" if device.type == "cpu" else f"{device} ({args.dtype})"
