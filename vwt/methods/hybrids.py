@@ -12,14 +12,14 @@ or ``similarity=``: then every stage is adaptive, and an image the words already
 share in each layer, where a fixed ``r`` would remove the same count from every image.
 
 Batching (``batching=``): ``"pad"`` runs the whole batch padded to its longest image; ``"bucket"`` sorts
-the images by token count and runs groups of similar length separately (:func:`~vwt.encoders.batching.plan_buckets`),
-each padded to its own longest; ``"auto"`` (the default) picks per batch with
-:func:`~vwt.encoders.batching.choose_batching` (one dense batch for equal lengths, except more than 12
-images on CPU; buckets for variable ones). On CPU ``"auto"`` forms its buckets as every method does (:func:`~vwt.encoders.batching.plan_auto_buckets`):
-runs of similar length that minimise the padded tokens plus a fixed cost a group (at most 12 images), which
-ran about 3% faster than groups of 4 at batch 32 (``scripts/bench_latency.py --batch 32``). ToMe pairs
-tokens by position within each image, so ``"pack"`` and ``"ragged"`` do not apply. Every mode gives each
-image the result it gets alone.
+the images by token count and runs groups of similar length separately
+(:func:`~vwt.encoders.batching.plan_buckets`), each padded to its own longest; ``"auto"`` (the default)
+picks per batch with :func:`~vwt.encoders.batching.choose_batching` (one dense batch for equal lengths,
+except more than 12 images on CPU; buckets for variable ones). On CPU ``"auto"`` forms its buckets as every
+method does (:func:`~vwt.encoders.batching.plan_auto_buckets`): runs of similar length that minimise the
+padded tokens plus a fixed cost a group (at most 12 images), which ran about 3% faster than groups of 4 at
+batch 32 (``scripts/bench_latency.py --batch 32``). ToMe pairs tokens by position within each image, so
+``"pack"`` and ``"ragged"`` do not apply. Every mode gives each image the result it gets alone.
 
 Use it through :func:`vwt.methods.load`::
 
